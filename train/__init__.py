@@ -1,0 +1,1 @@
+"""Training for the vessel U-Net: ``python -m train`` or ``torchrun ... -m train``."""

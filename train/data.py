@@ -1,0 +1,168 @@
+"""Training data: finding (image, vessel mask, FOV) triples and sampling augmented patches.
+
+Images, masks and FOVs are read with ``vesselcli.imageio`` and turned into network input by
+``vesselcli.preprocess.prepare``'s own steps, exactly as ``segment`` does.
+
+Layouts understood by ``--data``:
+- DRIVE: a root with ``training/{images,1st_manual,mask}`` (only the training split is used;
+  the test split is never read by training);
+- CHASE_DB1: a root with ``images``, ``1st_manual`` and ``fov``; the common protocol's first 20
+  images (``Image_01L`` ... ``Image_10R``) are used;
+- generic: a root with ``images`` and ``masks`` (and optionally ``fov``), paired by the
+  documented name rule of ``vesselcli.pairing``; without FOV masks the FOV is detected.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vesselcli.fov import detect_fov
+from vesselcli.imageio import IMAGE_EXTENSIONS, read_image, read_mask
+from vesselcli.pairing import pair_files
+from vesselcli.preprocess import Preprocessing, network_input, resize_image, resize_mask, scaled_shape
+
+from .augment import photometric
+
+
+@dataclass
+class Sample:
+    """One annotated photograph at original size."""
+
+    name: str
+    rgb: np.ndarray  # (H, W, 3) uint8
+    vessels: np.ndarray  # (H, W) bool
+    fov: np.ndarray  # (H, W) bool
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+
+
+def _triples(images: Path, masks: Path, fovs: Path | None) -> list[tuple[Path, Path, Path | None]]:
+    image_files = _images_in(images)
+    vessel_pairs, _, errors = pair_files(image_files, _images_in(masks))
+    if errors:
+        raise ValueError("; ".join(errors.values()))
+    fov_pairs = pair_files(image_files, _images_in(fovs))[0] if fovs else {}
+    missing = [p.name for p in image_files if p not in vessel_pairs]
+    if missing:
+        raise ValueError(f"no vessel mask in {masks} for {', '.join(missing[:5])}")
+    return [(p, vessel_pairs[p], fov_pairs.get(p)) for p in image_files]
+
+
+def find_training_files(root: Path) -> list[tuple[Path, Path, Path | None]]:
+    """(image, vessel mask, FOV or None) for every training image under a dataset root."""
+    root = Path(root)
+    if (root / "training" / "images").is_dir():  # DRIVE root
+        root = root / "training"
+    if (root / "1st_manual").is_dir() and (root / "mask").is_dir():  # DRIVE split folder
+        return _triples(root / "images", root / "1st_manual", root / "mask")
+    if (root / "1st_manual").is_dir() and (root / "fov").is_dir():  # CHASE_DB1
+        triples = _triples(root / "images", root / "1st_manual", root / "fov")
+        return [t for t in triples if _chase_number(t[0]) <= 10]
+    if (root / "images").is_dir() and (root / "masks").is_dir():
+        fov = root / "fov" if (root / "fov").is_dir() else None
+        return _triples(root / "images", root / "masks", fov)
+    raise ValueError(
+        f"{root} is not a DRIVE, CHASE_DB1 or generic dataset root: expected training/images "
+        "(DRIVE), images + 1st_manual + fov (CHASE_DB1), or images + masks (generic)"
+    )
+
+
+def _chase_number(path: Path) -> int:
+    digits = "".join(ch for ch in path.stem if ch.isdigit())
+    return int(digits) if digits else 0
+
+
+def load_samples(roots: list[Path]) -> list[Sample]:
+    samples = []
+    for root in roots:
+        for image, vessels, fov in find_training_files(root):
+            rgb = read_image(image)
+            samples.append(
+                Sample(
+                    name=f"{Path(root).name}/{image.name}",
+                    rgb=rgb,
+                    vessels=read_mask(vessels),
+                    fov=read_mask(fov) if fov else detect_fov(rgb),
+                )
+            )
+    return samples
+
+
+def split_validation(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Hold out ``fraction`` of each dataset's images (at least one each) for validation."""
+    rng = np.random.default_rng(seed)
+    by_root: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_root.setdefault(s.name.split("/")[0], []).append(s)
+    train, val = [], []
+    for group in by_root.values():
+        n_val = max(1, round(len(group) * fraction)) if fraction > 0 else 0
+        order = rng.permutation(len(group))
+        val += [group[i] for i in order[:n_val]]
+        train += [group[i] for i in order[n_val:]]
+    return train, val
+
+
+class PatchDataset:
+    """Random augmented patches: ``samples_per_image`` per image and epoch.
+
+    Item ``i`` is drawn from image ``i % len(samples)`` with a generator seeded by
+    (seed, epoch, i), so every rank and worker gets reproducible, distinct patches.
+    Returns ``(1, P, P) float32`` input, ``(1, P, P) float32`` target and FOV.
+    """
+
+    def __init__(self, samples: list[Sample], pre: Preprocessing, patch: int, samples_per_image: int, seed: int) -> None:
+        from vesselcli.fov import fov_diameter
+
+        self.samples = samples
+        self.pre = pre
+        self.patch = patch
+        self.samples_per_image = samples_per_image
+        self.seed = seed
+        self.epoch = 0
+        self.base_scale = [pre.fov_diameter / fov_diameter(s.fov) for s in samples]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples) * self.samples_per_image
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        k = index % len(self.samples)
+        sample = self.samples[k]
+        # Scale jitter spans the tolerance band of ``scale_factor`` and beyond.
+        factor = self.base_scale[k] * math.exp(rng.uniform(math.log(0.8), math.log(1.25)))
+        shape = scaled_shape(sample.rgb.shape[:2], factor)
+        rgb = photometric(resize_image(sample.rgb, shape), rng)
+        fov = resize_mask(sample.fov, shape)
+        vessels = cv2.resize(sample.vessels.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR) > 0.5
+        x = network_input(rgb, fov, self.pre)[0]
+        return _random_patch(rng, x, vessels, fov, self.patch)
+
+
+def _random_patch(rng: np.random.Generator, x: np.ndarray, vessels: np.ndarray, fov: np.ndarray, patch: int):
+    """Rotate by a random angle and flip about a random FOV point, cut a ``patch`` square."""
+    ys, xs = np.nonzero(fov)
+    if ys.size:
+        j = rng.integers(ys.size)
+        cy, cx = float(ys[j]), float(xs[j])
+    else:
+        cy, cx = x.shape[0] / 2, x.shape[1] / 2
+    angle = rng.uniform(0, 360)
+    m = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)
+    m[:, 2] += (patch / 2 - cx, patch / 2 - cy)
+    if rng.random() < 0.5:  # horizontal flip in patch coordinates
+        m = np.array([[-1, 0, patch - 1], [0, 1, 0]], np.float64) @ np.vstack([m, [0, 0, 1]])
+    warp = lambda a, interp: cv2.warpAffine(a, m, (patch, patch), flags=interp, borderMode=cv2.BORDER_CONSTANT, borderValue=0)  # noqa: E731
+    xp = warp(x, cv2.INTER_LINEAR)
+    vp = warp(vessels.astype(np.float32), cv2.INTER_LINEAR) > 0.5
+    fp = warp(fov.astype(np.uint8), cv2.INTER_NEAREST) > 0
+    return xp[None].astype(np.float32), vp[None].astype(np.float32), fp[None].astype(np.float32)

@@ -1,0 +1,86 @@
+"""Training options: command line, optionally seeded from a config file of the same options."""
+from __future__ import annotations
+
+import argparse
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: tuple[str, ...] = ()
+    out: str = "runs/default"
+    epochs: int = 100
+    max_steps: int = 0  # 0: no limit
+    batch_size: int = 4  # per process (per GPU)
+    lr: float = 1e-4
+    schedule: str = "cosine"  # "cosine" | "constant"
+    weight_decay: float = 0.0
+    loss: str = "bce+dice"  # "bce" | "bce+dice"
+    patch: int = 256
+    samples_per_image: int = 8
+    val_fraction: float = 0.2
+    val_every: int = 1
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    workers: int = 1
+    seed: int = 0
+    resume: str = ""
+    threads: int = 0  # CPU threads per process; 0: PyTorch's default
+    # Model
+    base_channels: int = 16
+    depth: int = 3
+    norm: str = "batch"
+    padding: str = "same"
+    # Preprocessing
+    fov_diameter: float = 540.0
+    channel: str = "green"
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["data"] = list(self.data)
+        return d
+
+
+def _read_config_file(path: str) -> dict:
+    p = Path(path)
+    text = p.read_text()
+    data = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
+    return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    parser = argparse.ArgumentParser(
+        prog="python -m train",
+        description="Train the vessel U-Net (one process, or DDP under torchrun).",
+    )
+    defaults = TrainConfig()
+    parser.add_argument("--config", help="TOML or JSON file with any of these options (command line wins)")
+    parser.add_argument("--data", action="append", help="dataset root (DRIVE, CHASE_DB1 or images+masks); repeat for several")
+    for f in fields(TrainConfig):
+        if f.name in ("data", "extra"):
+            continue
+        default = getattr(defaults, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        parser.add_argument(flag, type=type(default), default=None, help=f"default: {default}")
+    args = parser.parse_args(argv)
+    values = asdict(defaults)
+    if args.config:
+        file_values = _read_config_file(args.config)
+        unknown = set(file_values) - set(values)
+        if unknown:
+            parser.error(f"unknown option(s) in {args.config}: {', '.join(sorted(unknown))}")
+        values.update(file_values)
+    for key, value in vars(args).items():
+        if key != "config" and value is not None:
+            values[key] = value
+    values["data"] = tuple(values["data"] or ())
+    if not values["data"]:
+        parser.error("--data is required (a DRIVE, CHASE_DB1 or images+masks root)")
+    if values["loss"] not in ("bce", "bce+dice"):
+        parser.error(f"--loss must be 'bce' or 'bce+dice', got {values['loss']!r}")
+    if values["schedule"] not in ("cosine", "constant"):
+        parser.error(f"--schedule must be 'cosine' or 'constant', got {values['schedule']!r}")
+    return TrainConfig(**values)

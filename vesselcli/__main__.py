@@ -1,0 +1,3 @@
+from vesselcli.cli import main
+
+main()

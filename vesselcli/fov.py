@@ -1,0 +1,68 @@
+"""Field of view (FOV): the lit disc of a fundus photograph, found from the pixels alone.
+
+Pure functions over numpy arrays. The FOV is what every figure is measured inside, and its
+diameter is what brings photographs from any camera to the model's scale.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def detect_fov(rgb: np.ndarray) -> np.ndarray:
+    """``(H, W, 3) uint8 RGB`` -> ``(H, W) bool`` field of view.
+
+    The disc is brighter than the black surround in the red channel (the brightest channel of a
+    fundus photograph). The threshold is relative to the image's own brightness, so dark and
+    over-exposed photographs both work; the largest connected region is kept and its holes
+    filled, so dark lesions or the optic-disc rim never punch holes into it. A photograph with
+    no dark surround at all (cropped inside the disc) gives an all-true FOV.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"detect_fov expects (H, W, 3) RGB, got shape {rgb.shape}")
+    height, width = rgb.shape[:2]
+    red = rgb[..., 0].astype(np.float32)
+    luminance = rgb.astype(np.float32).mean(axis=2)
+    signal = np.maximum(red, luminance)
+    signal = cv2.GaussianBlur(signal, (0, 0), sigmaX=max(1.0, min(height, width) / 200))
+    bright = float(np.percentile(signal, 99))
+    dark = float(np.percentile(signal, 1))
+    if bright - dark < 8 or min(height, width) < 16:
+        return np.ones((height, width), dtype=bool)
+    threshold = dark + max(4.0, 0.12 * (bright - dark))
+    lit = (signal > threshold).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(lit, connectivity=8)
+    if count <= 1:
+        return np.ones((height, width), dtype=bool)
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    region = (labels == largest).astype(np.uint8)
+    # Fill holes: flood the background from the border; what stays unreached is inside.
+    region = _fill_holes(region)
+    # Trim the soft rim, where the lens vignettes and the model has seen nothing useful.
+    rim = max(1, round(min(height, width) / 300))
+    region = cv2.erode(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rim + 1, 2 * rim + 1)))
+    if region.sum() < 0.05 * height * width:
+        return np.ones((height, width), dtype=bool)
+    return region.astype(bool)
+
+
+def _fill_holes(region: np.ndarray) -> np.ndarray:
+    padded = np.pad(region, 1)
+    flood = padded.copy()
+    mask = np.zeros((flood.shape[0] + 2, flood.shape[1] + 2), np.uint8)
+    cv2.floodFill(flood, mask, (0, 0), 1)
+    holes = (flood == 0)[1:-1, 1:-1]
+    return (region.astype(bool) | holes).astype(np.uint8)
+
+
+def fov_diameter(fov: np.ndarray) -> float:
+    """Diameter in pixels of the FOV disc: the larger extent of its bounding box.
+
+    Cameras crop the disc at the top and bottom (or the sides), never both ways, so the larger
+    extent is the diameter even for cropped discs. An empty FOV gives the image's larger side.
+    """
+    rows = np.flatnonzero(fov.any(axis=1))
+    cols = np.flatnonzero(fov.any(axis=0))
+    if rows.size == 0:
+        return float(max(fov.shape))
+    return float(max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1))

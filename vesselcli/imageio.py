@@ -1,0 +1,191 @@
+"""Reading and writing images: the only module that touches image files on disk.
+
+Everything returned is a plain numpy array in a fixed layout, so the rest of the
+pipeline never has to care which format, bit depth or orientation a file had:
+
+- ``read_image`` -> ``(H, W, 3) uint8 RGB`` (grey, RGBA, palette and 16-bit are converted;
+  EXIF orientation is applied).
+- ``read_mask`` -> ``(H, W) bool`` (0/255, 0/1, 1-bit, palette GIFs via their palette, 16-bit).
+
+Writes go to a temporary name in the destination folder and are renamed into place, so an
+interrupted run never leaves a half-written file.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+#: Extensions (lower case) that are treated as images when scanning folders.
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".pnm", ".webp"}
+)
+
+#: Default refusal limit for decoded pixels (about 16k x 16k); configurable per call.
+DEFAULT_MAX_PIXELS = 268_000_000
+
+
+class ImageReadError(ValueError):
+    """A file could not be read as an image; the message is meant for a person."""
+
+
+def _open(path: Path, max_pixels: int) -> Image.Image:
+    """Open ``path`` lazily and refuse it before decoding when it is too large."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ImageReadError(f"cannot read file: {exc.strerror or exc}") from None
+    if size == 0:
+        raise ImageReadError("file is empty (0 bytes)")
+    # Pillow's own bomb guard is set above our limit: we check the header ourselves so the
+    # message names our limit and the option that changes it.
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(path)
+    except PermissionError:
+        raise ImageReadError("permission denied") from None
+    except OSError as exc:
+        raise ImageReadError(f"not a readable image ({exc.__class__.__name__}: {exc})") from None
+    width, height = img.size
+    if width * height > max_pixels:
+        img.close()
+        raise ImageReadError(
+            f"image is {width}x{height} = {width * height:,} pixels, above the limit of "
+            f"{max_pixels:,}; raise --max-pixels if this image is genuine"
+        )
+    if width < 1 or height < 1:
+        raise ImageReadError(f"image has no pixels ({width}x{height})")
+    return img
+
+
+def _decode(img: Image.Image, path: Path) -> Image.Image:
+    try:
+        img.load()
+        return ImageOps.exif_transpose(img)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"image data is damaged or truncated ({exc})") from None
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    """Scale 16-bit (or int32 / float) data to uint8 by the range its dtype implies."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == bool:
+        return array.astype(np.uint8) * 255
+    if np.issubdtype(array.dtype, np.floating):
+        top = 1.0 if float(np.nanmax(array)) <= 1.0 else 255.0
+        return np.clip(np.nan_to_num(array) / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    top = 65535 if array.max(initial=0) > 255 else 255
+    return np.clip(array.astype(np.float64) / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def image_size(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) of an image as it will be decoded (EXIF rotation included)."""
+    img = _open(Path(path), max_pixels)
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block means no rotation
+        orientation = 1
+    w, h = img.size
+    img.close()
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read a photograph as ``(H, W, 3) uint8 RGB``.
+
+    Grey images are replicated to three channels, alpha is dropped, palettes are applied and
+    16-bit data is scaled to 8 bits. Raises ``ImageReadError`` with a readable message.
+    """
+    path = Path(path)
+    img = _decode(_open(path, max_pixels), path)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        grey = _to_uint8(np.asarray(img))
+        return np.repeat(grey[..., None], 3, axis=2)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    array = np.asarray(img)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ImageReadError(f"unexpected pixel layout {array.shape}")
+    return np.ascontiguousarray(array)
+
+
+def read_grey(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image as ``(H, W)`` with its native depth (uint8 or uint16), palettes applied.
+
+    Used for annotations and probability maps, where the values matter, not the colours.
+    """
+    path = Path(path)
+    img = _decode(_open(path, max_pixels), path)
+    if img.mode == "1":
+        return np.asarray(img, dtype=bool).astype(np.uint8)
+    if img.mode in ("I;16", "I;16B", "I;16L"):
+        return np.asarray(img).astype(np.uint16)
+    if img.mode == "I":
+        array = np.asarray(img)
+        return np.clip(array, 0, 65535).astype(np.uint16)
+    if img.mode == "F":
+        return _to_uint8(np.asarray(img))
+    # Palette images are converted through their palette: CHASE_DB1's FOV GIFs store the
+    # field of view as index 0 with a white palette entry, DRIVE's 2nd_manual the reverse.
+    return np.asarray(img.convert("L"))
+
+
+def binarise(grey: np.ndarray) -> np.ndarray:
+    """``(H, W)`` uint8/uint16 -> bool: label images (max value <= 1) by ``> 0``, else above half range."""
+    top = int(grey.max(initial=0))
+    if top <= 1:
+        return grey > 0
+    half = 32767 if grey.dtype == np.uint16 and top > 255 else 127
+    return grey > half
+
+
+def read_mask(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read a binary annotation or FOV mask as ``(H, W) bool``."""
+    return binarise(read_grey(path, max_pixels))
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write bytes to ``path`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """``(H, W)`` uint8 or ``(H, W, 3)`` uint8 RGB -> PNG bytes."""
+    import cv2
+
+    if array.ndim == 3:
+        array = array[..., ::-1]
+    ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise OSError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    """``(H, W, 3)`` uint8 RGB -> JPEG bytes."""
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise OSError("JPEG encoding failed")
+    return buf.tobytes()
