@@ -1,0 +1,62 @@
+# The front door: every install step and every task, each a thin call into the package.
+#   make segment IN=./scans OUT=./masks     segment a folder (base install: ONNX Runtime, no torch)
+#   make test                               install test deps and run the test suite
+#   make train                              train the documented default model
+#   make engine                             export the shipped checkpoint to ONNX (+ TensorRT if present)
+#   make bench                              write BENCHMARKS.md (accuracy and speed, this machine)
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# The CPU build of PyTorch that lies on this machine's disk; installed before the package so
+# the package's torch range never pulls a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+DATA   ?= $(or $(VESSELSEG_DATA),../shared/data)
+IN     ?= ./scans
+OUT    ?= ./masks
+ARGS   ?=
+RUN    ?= runs/default
+
+.PHONY: install install-dev segment test test-fast train train-report engine bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.base: $(PY) pyproject.toml
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.base
+	$(PIP) install -q "$(TORCH)"
+	$(PIP) install -q -e ".[export,test]"
+	touch $@
+
+install: $(VENV)/.base
+install-dev: $(VENV)/.dev
+
+segment: $(VENV)/.base
+	$(VENV)/bin/vesselseg segment "$(IN)" --out "$(OUT)" $(ARGS)
+
+test: $(VENV)/.dev
+	$(PY) -m pytest -q $(ARGS)
+
+test-fast: $(VENV)/.dev
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+# The shipped default model (see MODEL_CARD.md for the time and hardware it took).
+train: $(VENV)/.dev
+	$(PY) -m train --config train/configs/default.toml --data $(DATA)/DRIVE --data $(DATA)/CHASE_DB1 --out $(RUN) $(ARGS)
+
+# The report's configuration (64 base channels, depth 4, valid convolutions, BCE, Adam 1e-4, batch 4).
+train-report: $(VENV)/.dev
+	$(PY) -m train --config train/configs/report.toml --data $(DATA)/DRIVE --out runs/report $(ARGS)
+
+engine: $(VENV)/.dev
+	$(VENV)/bin/vesselseg export $(ARGS)
+
+bench: $(VENV)/.dev
+	$(PY) -m bench --data $(DATA) $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
