@@ -1,0 +1,131 @@
+"""Training: DDP over two gloo processes, the loss falling on real data, the data layouts."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from train.data import PatchDataset, find_training_files, load_samples, split_validation
+from train.loop import figures_from_histograms, vessel_loss
+from train.options import parse_args
+from vesselcli.checkpoint import load_model
+from vesselcli.preprocess import Preprocessing
+from vesselcli.unet import UNet, UNetConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--base-channels", "4", "--depth", "2", "--patch", "64", "--samples-per-image", "1", "--workers", "0", "--threads", "1"]
+
+
+@pytest.mark.data
+def test_ddp_with_two_gloo_processes_trains_and_checkpoints(drive_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "train", "--device", "cpu", "--data", str(drive_root), "--out", str(out),
+        "--max-steps", "3", "--val-fraction", "0.1", "--batch-size", "2", *TINY,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world size 2 (DDP gloo)" in proc.stdout
+    assert "batch 2 per process (4 in all)" in proc.stdout
+    for name in ("best.pt", "last.pt", "metrics.csv", "config.json"):
+        assert (out / name).is_file(), name
+    model, data = load_model(out / "last.pt")
+    assert data["step"] == 3 and data["model_args"]["base_channels"] == 4
+    assert set(data["metrics"]) >= {"val_iou", "val_dice", "val_auc"}
+    rows = (out / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 2  # header + one epoch (only rank 0 writes)
+
+
+@pytest.mark.data
+def test_resume_continues_from_the_last_step(drive_root: Path, tmp_path: Path) -> None:
+    from train.__main__ import main
+
+    out = tmp_path / "run"
+    common = ["--data", str(drive_root), "--out", str(out), "--val-fraction", "0.1", *TINY]
+    assert main([*common, "--max-steps", "2"]) == 0
+    assert main([*common, "--max-steps", "4", "--resume", str(out / "last.pt")]) == 0
+    _, data = load_model(out / "last.pt")
+    assert data["step"] == 4
+
+
+@pytest.mark.data
+def test_loss_falls_on_a_small_real_batch(drive_root: Path) -> None:
+    torch.manual_seed(0)
+    samples = load_samples([drive_root])[:2]
+    dataset = PatchDataset(samples, Preprocessing(), patch=96, samples_per_image=2, seed=0)
+    x, y, fov = (torch.from_numpy(np.stack(parts)) for parts in zip(*(dataset[i] for i in range(4))))
+    model = UNet(UNetConfig(base_channels=8, depth=2))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss = vessel_loss(model(x), y, fov, "bce+dice")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.75 * losses[0], losses
+
+
+@pytest.mark.data
+def test_layouts_drive_and_chase_use_only_training_images(drive_root: Path, chase_root: Path) -> None:
+    drive = find_training_files(drive_root)
+    assert len(drive) == 20 and all("training" in str(p[0]) for p in drive)
+    assert all(p[1].name.endswith("_manual1.gif") and p[2].name.endswith("_training_mask.gif") for p in drive)
+    chase = find_training_files(chase_root)
+    names = sorted(p[0].stem for p in chase)
+    assert len(chase) == 20 and names[0] == "Image_01L" and names[-1] == "Image_10R"
+
+
+def test_generic_layout_pairs_same_stem_masks_and_detects_fov(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        img = np.zeros((64, 64, 3), np.uint8)
+        yy, xx = np.mgrid[:64, :64]
+        img[(yy - 32) ** 2 + (xx - 32) ** 2 < 28**2] = rng.integers(80, 200, 3)
+        Image.fromarray(img).save(tmp_path / "images" / f"eye{i}.png")
+        Image.fromarray((rng.random((64, 64)) > 0.9).astype(np.uint8) * 255).save(tmp_path / "masks" / f"eye{i}.png")
+    samples = load_samples([tmp_path])
+    assert len(samples) == 3
+    assert 0.5 < samples[0].fov.mean() < 0.8  # the detected disc, not the whole frame
+    train, val = split_validation(samples, 0.34, seed=0)
+    assert len(train) == 2 and len(val) == 1
+
+
+def test_bad_data_root_says_what_layouts_are_expected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="DRIVE, CHASE_DB1 or generic"):
+        find_training_files(tmp_path)
+
+
+def test_config_file_and_command_line_merge(tmp_path: Path) -> None:
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text('lr = 0.01\nbase_channels = 8\nloss = "bce"\n')
+    cfg = parse_args(["--config", str(cfg_file), "--data", "x", "--lr", "0.5"])
+    assert cfg.lr == 0.5 and cfg.base_channels == 8 and cfg.loss == "bce" and cfg.data == ("x",)
+    report = parse_args(["--config", str(ROOT / "train/configs/report.toml"), "--data", "x"])
+    assert (report.base_channels, report.depth, report.padding, report.norm) == (64, 4, "valid", "none")
+    assert (report.lr, report.batch_size, report.loss, report.epochs) == (1e-4, 4, "bce", 400)
+
+
+def test_validation_figures_from_histograms_match_direct_counts() -> None:
+    pos = np.zeros(256)
+    neg = np.zeros(256)
+    pos[200] = 30  # confident vessels
+    pos[50] = 10  # missed vessels
+    neg[10] = 100
+    neg[220] = 5  # false alarms
+    f = figures_from_histograms(pos, neg)
+    # At 0.5: tp 30, fn 10, fp 5 -> IoU 30/45, Dice 60/75.
+    assert f["iou"] == pytest.approx(30 / 45)
+    assert f["dice"] == pytest.approx(60 / 75)
+    # AUC: a positive at 200 beats 100 negatives, loses to 5; one at 50 beats 100.
+    assert f["auc"] == pytest.approx((30 * 100 + 10 * 100) / (40 * 105))

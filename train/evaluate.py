@@ -1,0 +1,99 @@
+"""Test-set accuracy of a checkpoint on the public protocols (the model card's figures).
+
+    python -m train.evaluate vesselcli/models/default.pt --data ../shared/data
+
+- DRIVE: the 20 test images against 1st_manual, inside the provided FOV masks;
+- CHASE_DB1: Image_11L ... Image_14R against 1st_manual (1stHO), inside the FOV masks;
+- DRIVE-512: the report's protocol, whole 512x512 image, FOV detected from the pixels.
+
+Figures are means over images (F1 = Dice); AUC is computed from the probabilities.
+The model runs on whole images at model scale (the same ``prepare`` as ``segment``), so this
+is the network's accuracy; ``vesselseg segment`` + ``vesselseg score`` measure the product.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vesselcli import metrics
+from vesselcli.checkpoint import load_model, preprocessing_of
+from vesselcli.fov import detect_fov
+from vesselcli.imageio import read_image, read_mask
+from vesselcli.pairing import pair_files
+
+from .data import Sample, _images_in
+from .loop import predict_probability
+
+
+def test_sets(data: Path) -> dict[str, list[tuple[Path, Path, Path | None]]]:
+    """(image, truth, FOV or None) per protocol present under ``data``."""
+    sets: dict[str, list[tuple[Path, Path, Path | None]]] = {}
+    drive = data / "DRIVE" / "test"
+    if drive.is_dir():
+        sets["DRIVE"] = _triples(drive / "images", drive / "1st_manual", drive / "mask")
+    chase = data / "CHASE_DB1"
+    if chase.is_dir():
+        triples = _triples(chase / "images", chase / "1st_manual", chase / "fov")
+        sets["CHASE_DB1"] = [t for t in triples if int("".join(c for c in t[0].stem if c.isdigit())) >= 11]
+    drive512 = data / "DRIVE-512" / "test"
+    if drive512.is_dir():
+        sets["DRIVE-512"] = [(i, t, None) for i, t, _ in _triples(drive512 / "images", drive512 / "masks", None)]
+    return sets
+
+
+def _triples(images: Path, truths: Path, fovs: Path | None):
+    files = _images_in(images)
+    truth_pairs = pair_files(files, _images_in(truths))[0]
+    fov_pairs = pair_files(files, _images_in(fovs))[0] if fovs else {}
+    return [(f, truth_pairs[f], fov_pairs.get(f)) for f in files if f in truth_pairs]
+
+
+def score_set(model: torch.nn.Module, pre, threshold: float, triples, whole_image: bool) -> dict:
+    """Mean figures over a protocol's images; ``whole_image`` scores outside the FOV too."""
+    rows = []
+    for image, truth_path, fov_path in triples:
+        rgb = read_image(image)
+        fov = read_mask(fov_path) if fov_path else detect_fov(rgb)
+        truth = read_mask(truth_path)
+        prob = predict_probability(model, Sample(image.name, rgb, truth, fov), pre, torch.device("cpu"))
+        pred = (prob >= threshold) & fov
+        region = None if whole_image else fov
+        c = metrics.confusion(pred, truth, region)
+        rows.append({**metrics.summary(c), "auc": metrics.roc_auc(np.where(fov, prob, 0.0), truth, region)})
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} | {"images": len(rows)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--data", default="../shared/data", help="folder holding DRIVE, CHASE_DB1, DRIVE-512")
+    parser.add_argument("--threshold", type=float, default=None, help="default: the checkpoint's")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    model, ckpt = load_model(args.checkpoint)
+    pre = preprocessing_of(ckpt)
+    threshold = args.threshold if args.threshold is not None else float(ckpt["threshold"])
+    results = {}
+    with torch.inference_mode():
+        for name, triples in test_sets(Path(args.data)).items():
+            results[name] = score_set(model, pre, threshold, triples, whole_image=name == "DRIVE-512")
+            if not args.json:
+                r = results[name]
+                print(
+                    f"{name:10s} ({r['images']} images{', whole image' if name == 'DRIVE-512' else ', inside FOV'}): "
+                    f"F1 {r['dice']:.4f}  IoU {r['iou']:.4f}  AUC {r['auc']:.4f}  Se {r['sensitivity']:.4f}  "
+                    f"Sp {r['specificity']:.4f}  Acc {r['accuracy']:.4f}  MCC {r['mcc']:.4f}",
+                    flush=True,
+                )
+    if args.json:
+        print(json.dumps({"threshold": threshold, "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
