@@ -90,7 +90,7 @@ def mcc(c: Counts) -> float:
     den = float(c.tp + c.fp) * float(c.tp + c.fn) * float(c.tn + c.fp) * float(c.tn + c.fn)
     if den == 0:
         return 0.0
-    return (float(c.tp) * c.tn - float(c.fp) * c.fn) / np.sqrt(den)
+    return float((float(c.tp) * c.tn - float(c.fp) * c.fn) / np.sqrt(den))
 
 
 def roc_auc(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | None = None) -> float:
@@ -121,16 +121,24 @@ def roc_auc(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | None = None) 
 
 
 def best_threshold_f1(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | None = None, levels: int = 256) -> tuple[float, float]:
-    """(threshold, F1) maximising F1 over ``levels`` evenly spaced thresholds in [0, 1].
+    """(threshold, F1) maximising F1 over the ``levels`` thresholds ``k / (levels - 1)``.
 
-    A pixel is positive when ``prob >= threshold``. ``prob`` in [0, 1].
+    ``prob``: ``(H, W)`` float probabilities in [0, 1] (values below 0 count as 0). A pixel is
+    positive when ``prob >= threshold``, exactly: an 8-bit map ``v / 255`` scored at the
+    threshold returned gives the F1 returned. Among equal F1s the lowest threshold wins. F1 is
+    1.0 when prediction and truth are both empty (the ``dice`` convention).
     """
     prob = np.asarray(prob, dtype=np.float64)
     truth = np.asarray(truth, dtype=bool)
     if fov is not None:
         prob = prob[fov.astype(bool)]
         truth = truth[fov.astype(bool)]
-    bins = np.clip((prob * (levels - 1)).round().astype(np.int64), 0, levels - 1)
+    prob = prob.ravel()
+    truth = truth.ravel()
+    # bins[i] = the highest k with thresholds[k] <= prob[i]: the same float comparison as
+    # ``prob >= threshold``, so no pixel lands half a bin off (rounding would).
+    thresholds = np.arange(levels) / (levels - 1)
+    bins = np.clip(np.searchsorted(thresholds, prob, side="right") - 1, 0, levels - 1)
     pos_hist = np.bincount(bins[truth], minlength=levels)
     all_hist = np.bincount(bins, minlength=levels)
     # Predicted positive at threshold level k: all bins >= k.
