@@ -1,0 +1,94 @@
+"""ONNX Runtime engine: the default backend (CPU everywhere, CUDA where its provider loads).
+
+Never imports torch. The model's preprocessing, threshold and tiling constraints come from
+the ONNX file's own metadata (see ``metadata``), so no side file is needed.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .base import ModelInfo
+from .errors import EngineUnavailable, ModelError
+from .metadata import check_batch, info_from_metadata
+
+
+def cpu_threads() -> int:
+    """Cores this process may run on (the affinity mask, which containers and taskset narrow)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def cuda_provider_listed() -> bool:
+    """Whether this onnxruntime build has a CUDA provider (its libraries may still fail to load)."""
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+class OnnxRuntimeEngine:
+    """An ``.onnx`` model in an ``onnxruntime.InferenceSession``.
+
+    ``device``: ``"cpu"`` or ``"cuda[:N]"``. On the CPU the session uses every core this
+    process may run on (``threads`` overrides), one inter-op thread (the U-Net is a chain
+    with no parallel branches worth scheduling) and all graph optimisations (constant
+    folding, BatchNorm/Conv fusion, layout transforms). ``infer`` pads H and W up to the
+    model's ``tile_multiple`` by edge replication, as the PyTorch network does, and crops back.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, path: Path | str, device: str = "cpu", threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"model file {path} does not exist; pass an .onnx file, a .plan engine or a .pt checkpoint")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: the provider fallback is reported by us
+        if device == "cpu":
+            options.intra_op_num_threads = threads or cpu_threads()
+            providers: list = ["CPUExecutionProvider"]
+        elif device.startswith("cuda"):
+            if not cuda_provider_listed():
+                raise EngineUnavailable(
+                    "this onnxruntime has no CUDA provider (install onnxruntime-gpu for GPU inference with ONNX Runtime)"
+                )
+            index = int(device.partition(":")[2] or 0)
+            providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+        else:
+            raise ModelError(f"unknown device {device!r} for ONNX Runtime; expected 'cpu' or 'cuda[:N]'")
+        try:
+            self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception zoo
+            raise ModelError(f"{path} is not a readable ONNX model ({exc.__class__.__name__}: {str(exc)[:300]})") from None
+        if device.startswith("cuda") and "CUDAExecutionProvider" not in self._session.get_providers():
+            raise EngineUnavailable(
+                "onnxruntime's CUDA provider did not load (CUDA or cuDNN libraries missing or not matching this onnxruntime-gpu)"
+            )
+        self.device = device
+        self.path = path
+        self.info: ModelInfo = info_from_metadata(self._session.get_modelmeta().custom_metadata_map, str(path))
+        self._input = self._session.get_inputs()[0].name
+        self._output = self._session.get_outputs()[0].name
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """``(N, C, H, W) float32`` -> ``(N, 1, H, W) float32`` logits."""
+        array = check_batch(batch, self.info)
+        height, width = array.shape[2:]
+        multiple = 1 if self.info.fixed_tile else self.info.tile_multiple
+        ph, pw = (-height) % multiple, (-width) % multiple
+        if ph or pw:
+            array = np.pad(array, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="edge")
+        (logits,) = self._session.run([self._output], {self._input: array})
+        return np.ascontiguousarray(logits[:, :, :height, :width], dtype=np.float32)
+
+    def close(self) -> None:
+        self._session = None  # type: ignore[assignment]

@@ -1,0 +1,227 @@
+"""Open the right engine for a model file: ``open_engine`` and, for ``vesselseg info``,
+``choose_engine`` which also says what was tried and why.
+
+``--engine auto`` order (issue 5): a TensorRT engine built from this ONNX model for this GPU
+and TensorRT version, else ONNX Runtime with the CUDA provider, else PyTorch on CUDA (needs a
+checkpoint: the shipped ``default.pt`` for the default model), else ONNX Runtime on the CPU.
+A ``.pt`` checkpoint runs with PyTorch (CUDA, else CPU); a ``.plan`` engine with TensorRT,
+falling back to the ONNX model it was built from when it does not fit this machine.
+
+Backends are imported only when tried, and GPU backends only when an NVIDIA driver is
+present, so a CPU machine never imports torch or tensorrt.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from .base import Engine
+from .errors import EngineUnavailable, ModelError
+
+ENGINES = ("auto", "onnxruntime", "tensorrt", "torch")
+ONNX_SUFFIXES = (".onnx",)
+PLAN_SUFFIXES = (".plan", ".engine")
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+
+
+def shipped_model(suffix: str = ".onnx") -> Path:
+    """Path of the model shipped inside the package (``vesselcli/models/default<suffix>``)."""
+    return Path(str(resources.files("vesselcli").joinpath("models", "default" + suffix)))
+
+
+def engine_dirs(model: Path) -> list[Path]:
+    """Where TensorRT engines for an ONNX model are looked for: its own folder, then ./engines."""
+    dirs = [model.parent, Path.cwd() / "engines"]
+    return [d for i, d in enumerate(dirs) if d.is_dir() and d.resolve() not in {e.resolve() for e in dirs[:i]}]
+
+
+def nvidia_gpu_present() -> bool:
+    """An NVIDIA driver is loaded (cheap: no CUDA library is touched, nothing is imported)."""
+    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidia0")
+
+
+def model_kind(path: Path) -> str:
+    """'onnx' | 'tensorrt' | 'torch' from the file suffix; ``ModelError`` otherwise."""
+    suffix = path.suffix.lower()
+    for kind, suffixes in (("onnx", ONNX_SUFFIXES), ("tensorrt", PLAN_SUFFIXES), ("torch", CHECKPOINT_SUFFIXES)):
+        if suffix in suffixes:
+            return kind
+    raise ModelError(
+        f"cannot tell what kind of model {path} is from its suffix {suffix!r}; expected .onnx (ONNX), "
+        ".plan/.engine (TensorRT) or .pt/.pth (training checkpoint)"
+    )
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One backend considered by ``choose_engine``: ``outcome`` is 'chosen', 'failed' or 'skipped'."""
+
+    engine: str
+    device: str
+    model: str
+    outcome: str
+    reason: str
+
+
+@dataclass
+class Selection:
+    engine: Engine
+    attempts: list[Attempt] = field(default_factory=list)
+
+    def explain(self) -> str:
+        """One line per backend considered, in order, with why it was or was not taken."""
+        return "\n".join(f"{a.outcome:8} {a.engine:12} {a.device:7} {a.reason}" for a in self.attempts)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    engine: str
+    device: str
+    path: Path
+    why: str
+
+
+def _resolve(model: Path | str | None) -> tuple[Path, Path | None]:
+    """(model path, companion checkpoint for PyTorch or None)."""
+    if model is None:
+        path = shipped_model(".onnx")
+        if not path.is_file():
+            raise ModelError(f"the shipped model {path} is missing; reinstall vesselseg or run `make engine`")
+        checkpoint = shipped_model(".pt")
+        return path, checkpoint if checkpoint.is_file() else None
+    path = Path(model)
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist; pass an .onnx file, a .plan engine or a .pt checkpoint")
+    return path, None
+
+
+def _candidates(path: Path, checkpoint: Path | None, device: str) -> list[_Candidate | Attempt]:
+    """Backends in the order ``auto`` tries them; an ``Attempt`` marks one that cannot apply."""
+    kind = model_kind(path)
+    gpu = device.startswith("cuda") or (device == "auto" and nvidia_gpu_present())
+    cuda = device if device.startswith("cuda") else "cuda:0"
+    out: list[_Candidate | Attempt] = []
+    if kind == "tensorrt":
+        out.append(_Candidate("tensorrt", cuda, path, "TensorRT engine given"))
+        source = _plan_source(path)
+        if source is None:
+            return out
+        path, kind = source, "onnx"
+    if kind == "torch":
+        if gpu:
+            out.append(_Candidate("torch", cuda, path, "checkpoint on the GPU"))
+        if not device.startswith("cuda"):
+            out.append(_Candidate("torch", "cpu", path, "checkpoint on the CPU"))
+        return out
+    if not gpu:
+        if not out:
+            out.append(Attempt("tensorrt", "cuda", str(path), "skipped", "no NVIDIA GPU driver found"))
+    elif not out:
+        plans = _matching_plans(path)
+        out.extend(_Candidate("tensorrt", cuda, plan, f"built from {path.name} for this GPU") for plan in plans)
+        if not plans:
+            where = ", ".join(str(d) for d in engine_dirs(path)) or "nowhere"
+            out.append(Attempt("tensorrt", cuda, str(path), "skipped", f"no TensorRT engine built from {path.name} in {where} (`make engine` builds one)"))
+    if gpu:
+        out.append(_Candidate("onnxruntime", cuda, path, "CUDA execution provider"))
+        if checkpoint is not None:
+            out.append(_Candidate("torch", cuda, checkpoint, "shipped checkpoint on the GPU"))
+        elif device == "auto" or device.startswith("cuda"):
+            out.append(Attempt("torch", cuda, str(path), "skipped", "needs a .pt checkpoint (given an ONNX model)"))
+    if not device.startswith("cuda"):
+        out.append(_Candidate("onnxruntime", "cpu", path, "CPU, all cores, full graph optimisation"))
+    return out
+
+
+def _plan_source(plan: Path) -> Path | None:
+    from .tensorrt import plan_source
+
+    return plan_source(plan)
+
+
+def _matching_plans(onnx: Path) -> list[Path]:
+    from .tensorrt import find_plans
+
+    return find_plans(onnx, engine_dirs(onnx))
+
+
+def _open(candidate: _Candidate, precision: str, threads: int | None) -> Engine:
+    if candidate.engine == "onnxruntime":
+        from .onnxruntime import OnnxRuntimeEngine
+
+        return OnnxRuntimeEngine(candidate.path, candidate.device, threads)
+    if candidate.engine == "torch":
+        from .torch import TorchEngine
+
+        return TorchEngine(candidate.path, candidate.device, precision, threads)
+    from .tensorrt import TensorRTEngine
+
+    return TensorRTEngine(candidate.path, candidate.device)
+
+
+def choose_engine(
+    model: Path | str | None = None,
+    engine: str = "auto",
+    device: str = "auto",
+    *,
+    precision: str = "fp32",
+    threads: int | None = None,
+) -> Selection:
+    """Open the first backend that works for ``model`` (None: the shipped default) and say why.
+
+    ``engine``: 'auto' or one backend (then no fallback to others); ``device``: 'auto', 'cpu',
+    'cuda' or 'cuda:N'. Raises ``ModelError`` for a missing or unreadable model or a backend
+    that cannot run it, ``EngineUnavailable`` when no backend can run here.
+    """
+    if engine not in ENGINES:
+        raise ModelError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise ModelError(f"unknown device {device!r}; expected auto, cpu, cuda or cuda:N")
+    if engine == "torch" and model is None:
+        model = shipped_model(".pt")
+    path, checkpoint = _resolve(model)
+    plan = [c for c in _candidates(path, checkpoint, device) if engine in ("auto", c.engine)]
+    if not plan:
+        raise ModelError(_mismatch_message(engine, path, device))
+    attempts: list[Attempt] = []
+    for candidate in plan:
+        if isinstance(candidate, Attempt):
+            attempts.append(candidate)
+            continue
+        try:
+            opened = _open(candidate, precision, threads)
+        except ImportError as exc:
+            reason = f"{candidate.engine} is not installed ({exc.name or exc})"
+        except EngineUnavailable as exc:
+            reason = str(exc)
+        else:
+            attempts.append(Attempt(candidate.engine, candidate.device, str(candidate.path), "chosen", candidate.why))
+            return Selection(opened, attempts)
+        attempts.append(Attempt(candidate.engine, candidate.device, str(candidate.path), "failed", reason))
+    lines = "; ".join(f"{a.engine} on {a.device}: {a.reason}" for a in attempts) or "nothing applies"
+    raise EngineUnavailable(f"no engine can run {path} here ({lines})")
+
+
+def open_engine(
+    model: Path | str | None = None,
+    engine: str = "auto",
+    device: str = "auto",
+    *,
+    precision: str = "fp32",
+    threads: int | None = None,
+) -> Engine:
+    """The engine ``choose_engine`` picks; see there."""
+    return choose_engine(model, engine, device, precision=precision, threads=threads).engine
+
+
+def _mismatch_message(engine: str, path: Path, device: str) -> str:
+    kind = model_kind(path)
+    if engine == "onnxruntime" and kind == "torch":
+        return f"--engine onnxruntime needs an .onnx model, got the checkpoint {path}; make one with `vesselseg export {path}`"
+    if engine == "torch" and kind != "torch":
+        return f"--engine torch needs a .pt training checkpoint, got {path}"
+    if engine == "tensorrt" and kind == "torch":
+        return f"--engine tensorrt needs a .plan engine or an .onnx model, got the checkpoint {path}; build one with `vesselseg export {path}`"
+    return f"--engine {engine} cannot run {path} on device {device}"

@@ -1,0 +1,227 @@
+"""Export a training checkpoint to ONNX and prove the ONNX model computes what it does.
+
+    export_onnx(checkpoint, out)            -> ModelInfo   (onnx.checker, metadata_props)
+    check_parity(onnx, checkpoint, tiles)   -> Parity      (ParityError when broken)
+    drive_tiles(drive_root, pre, tile)      -> (N, 1, T, T) float32 real network inputs
+
+'same' models are exported with a dynamic batch and dynamic height and width (multiples of
+``2**depth``; ``OnnxRuntimeEngine`` pads other sizes). Valid-convolution models (the
+report's) compute their reflection padding from the input size in Python, which does not
+trace symbolically, so they are exported for one fixed tile size with a dynamic batch.
+Everything ``segment`` needs is stored in ``metadata_props`` (see ``engines.metadata``).
+Imports torch and onnx; the inference path never imports this module.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .engines.base import ModelInfo, sigmoid
+from .engines.metadata import info_from_checkpoint, info_to_metadata
+from .preprocess import Preprocessing, prepare
+
+OPSET = 18
+#: Largest |logit| difference accepted between ONNX Runtime and PyTorch (both FP32). Measured
+#: differences are ~1e-5 for the shipped model; 1e-3 leaves room for other CPUs' kernels while
+#: staying far below any change a threshold could see.
+LOGIT_ATOL = 1e-3
+#: Smallest Dice between the two engines' thresholded masks.
+MIN_DICE = 0.999
+#: Largest tile side the dynamic ONNX export accepts (pixels).
+MAX_SIDE = 4096
+
+
+class ExportError(Exception):
+    """The export or its parity check failed; the message says which case and by how much."""
+
+
+class ParityError(ExportError):
+    pass
+
+
+@dataclass(frozen=True)
+class Case:
+    """One parity comparison: a named batch, its worst logit difference and mask Dice."""
+
+    name: str
+    shape: tuple[int, ...]
+    max_abs_diff: float
+    dice: float
+
+
+@dataclass
+class Parity:
+    cases: list[Case] = field(default_factory=list)
+    atol: float = LOGIT_ATOL
+    min_dice: float = MIN_DICE
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max((c.max_abs_diff for c in self.cases), default=0.0)
+
+    @property
+    def min_case_dice(self) -> float:
+        return min((c.dice for c in self.cases), default=1.0)
+
+    def failures(self) -> list[Case]:
+        return [c for c in self.cases if c.max_abs_diff > self.atol or c.dice < self.min_dice]
+
+
+def mask_dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two bool masks of one shape; 1.0 when both are empty."""
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def export_onnx(checkpoint: Path, out: Path, *, opset: int = OPSET, tile: int = 256) -> ModelInfo:
+    """Write ``checkpoint`` as an ONNX model at ``out`` (atomically) and return its ``ModelInfo``.
+
+    ``tile``: the fixed input size for valid-convolution models (ignored for 'same' models).
+    """
+    import onnx
+    import torch
+
+    from .checkpoint import load_model
+
+    try:
+        model, ckpt = load_model(checkpoint)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    info = info_from_checkpoint(ckpt)
+    depth = int(info.model_args["depth"])
+    if info.model_args.get("padding") == "same":
+        multiple = 2**depth
+        example = torch.zeros(2, info.model_args.get("in_channels", 1), 4 * multiple, 4 * multiple)
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        height = torch.export.Dim("height_blocks", min=1, max=MAX_SIDE // multiple)
+        width = torch.export.Dim("width_blocks", min=1, max=MAX_SIDE // multiple)
+        dynamic = {"x": {0: batch, 2: multiple * height, 3: multiple * width}}
+    else:
+        example = torch.zeros(2, info.model_args.get("in_channels", 1), tile, tile)
+        dynamic = {"x": {0: torch.export.Dim("batch", min=1, max=1024)}}
+        info = ModelInfo(info.preprocessing, info.threshold, info.model_args, 1, (tile, tile), info.metadata)
+    program = _quiet_export(model, example, dynamic, opset)
+    proto = program.model_proto
+    del proto.metadata_props[:]
+    for key, value in sorted(info_to_metadata(info, __version__).items()):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "vesselseg"
+    proto.producer_version = __version__
+    proto.doc_string = (
+        "Retinal vessel U-Net: input (N, C, H, W) float32 network input (vesselcli.preprocess.network_input), "
+        "output (N, 1, H, W) float32 vessel logits; probability = sigmoid(logit), vessel where probability > threshold."
+    )
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"onnx.checker rejected the exported model: {exc}") from None
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".tmp-{out.name}")
+    onnx.save_model(proto, str(tmp))
+    os.replace(tmp, out)
+    return info
+
+
+def _quiet_export(model, example, dynamic, opset: int):
+    """torch.onnx.export (dynamo) without its chatter about optional packages."""
+    import torch
+
+    level = logging.getLogger("torch.onnx").level
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.onnx.export(
+                model, (example,), dynamo=True, opset_version=opset, input_names=["image"],
+                output_names=["logits"], dynamic_shapes=dynamic, verbose=False, report=False,
+            )
+    except Exception as exc:  # noqa: BLE001 - the exporter raises many kinds
+        raise ExportError(f"torch.onnx.export failed: {exc.__class__.__name__}: {str(exc)[:500]}") from None
+    finally:
+        logging.getLogger("torch.onnx").setLevel(level)
+
+
+def random_batches(info: ModelInfo, tile: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Named random network inputs covering batch sizes and, for dynamic models, odd sizes."""
+    rng = np.random.default_rng(seed)
+    channels = int(info.model_args.get("in_channels", 1))
+    if info.fixed_tile:
+        shapes = {"random batch 1": (1, channels, *info.fixed_tile), "random batch 3": (3, channels, *info.fixed_tile)}
+    else:
+        m = info.tile_multiple
+        shapes = {
+            f"random {tile}x{tile} batch 2": (2, channels, tile, tile),
+            f"random {2 * m}x{5 * m} batch 1": (1, channels, 2 * m, 5 * m),
+            "random 37x61 batch 3 (padded)": (3, channels, 37, 61),
+        }
+    return {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
+
+
+def drive_tiles(drive_root: Path, pre: Preprocessing, tile: int, images: int = 2) -> np.ndarray:
+    """Real network inputs: ``(4 * images, 1, tile, tile) float32`` tiles of DRIVE test images.
+
+    Each image goes through ``preprocess.prepare`` (the inference path); tiles are taken at
+    the centre, the optic-disc side and two FOV-edge corners, so they hold thick and thin
+    vessels, the disc and the FOV border.
+    """
+    from .imageio import read_image, read_mask
+
+    root = Path(drive_root) / "test"
+    names = sorted((root / "images").glob("*_test.tif"))[:images]
+    if not names:
+        raise ExportError(f"no DRIVE test images (*_test.tif) under {root / 'images'}")
+    tiles = []
+    for path in names:
+        rgb = read_image(path)
+        fov = read_mask(root / "mask" / path.name.replace("_test.tif", "_test_mask.gif"))
+        x, _ = prepare(rgb, fov, pre)
+        if min(x.shape[1:]) < tile:
+            x = np.pad(x, ((0, 0), (0, max(0, tile - x.shape[1])), (0, max(0, tile - x.shape[2]))))
+        h, w = x.shape[1:]
+        for top, left in ((h - tile) // 2, (w - tile) // 2), (0, 0), (h - tile, 0), ((h - tile) // 2, w - tile):
+            tiles.append(x[:, top : top + tile, left : left + tile])
+    return np.stack(tiles).astype(np.float32)
+
+
+def check_parity(
+    onnx_path: Path,
+    checkpoint: Path,
+    batches: dict[str, np.ndarray],
+    *,
+    atol: float = LOGIT_ATOL,
+    min_dice: float = MIN_DICE,
+) -> Parity:
+    """Compare ONNX Runtime (CPU, FP32) with PyTorch (CPU, FP32) on each named batch.
+
+    Both run through their ``Engine`` classes, so the padding ``OnnxRuntimeEngine`` adds is
+    checked too. Masks use the model's threshold on float32 sigmoids. Raises ``ParityError``
+    naming every failing case.
+    """
+    from .engines.onnxruntime import OnnxRuntimeEngine
+    from .engines.torch import TorchEngine
+
+    ort_engine = OnnxRuntimeEngine(onnx_path, "cpu")
+    torch_engine = TorchEngine(checkpoint, "cpu")
+    threshold = ort_engine.info.threshold
+    parity = Parity(atol=atol, min_dice=min_dice)
+    for name, batch in batches.items():
+        a = ort_engine.infer(batch)
+        b = torch_engine.infer(batch)
+        diff = float(np.abs(a - b).max())
+        dice = mask_dice(sigmoid(a) > threshold, sigmoid(b) > threshold)
+        parity.cases.append(Case(name, tuple(batch.shape), diff, dice))
+    ort_engine.close()
+    torch_engine.close()
+    bad = parity.failures()
+    if bad:
+        lines = "; ".join(f"{c.name}: max |logit diff| {c.max_abs_diff:.2e} (limit {atol:.0e}), Dice {c.dice:.5f} (floor {min_dice})" for c in bad)
+        raise ParityError(f"ONNX Runtime and PyTorch disagree on {onnx_path.name}: {lines}")
+    return parity
