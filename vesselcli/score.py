@@ -301,7 +301,7 @@ def csv_row(result: PairResult) -> dict[str, str]:
     values = {
         "image": result.image, "annotation": result.annotation, "width": result.width, "height": result.height,
         "prediction": result.prediction, "fov_pixels": fov_pixels, **counts, **result.figures,
-        "status": result.status, "error": result.error,
+        "status": result.status, "error": " ".join(result.error.split()) if result.error else None,
     }
     return {name: _cell(values.get(name)) for name in COLUMNS}
 

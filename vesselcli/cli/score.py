@@ -44,14 +44,14 @@ def _check_pattern(ctx: click.Context, param: click.Parameter, value: str | None
 @click.command()
 @click.argument("pred", type=click.Path(exists=True, path_type=Path))
 @click.argument("gt", type=click.Path(exists=True, path_type=Path))
-@click.option("--fov", type=click.Path(exists=True, path_type=Path),
+@click.option("--fov", type=click.Path(exists=True, path_type=Path), metavar="DIR",
               help="FOV masks (folder, paired like GT; or one file for every pair). Default: the whole image.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write one CSV row per pair here.")
-@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True, metavar="T",
               help="Vessel where probability >= T (probability maps only; binary masks are used as they are).")
-@click.option("--pattern", callback=_check_pattern,
+@click.option("--pattern", callback=_check_pattern, metavar="PATTERN",
               help="Name of each prediction's annotation, without extension, e.g. '{stem}_seg'. Default: the pairing rule.")
-@click.option("--fov-pattern", callback=_check_pattern, help="Same as --pattern, for the FOV masks.")
+@click.option("--fov-pattern", callback=_check_pattern, metavar="PATTERN", help="Same as --pattern, for the FOV masks.")
 @click.option("--json", "as_json_flag", is_flag=True, help="Print the report as JSON on stdout instead of the table.")
 def score(pred: Path, gt: Path, fov: Path | None, out: Path | None, threshold: float,
           pattern: str | None, fov_pattern: str | None, as_json_flag: bool) -> None:
@@ -61,6 +61,10 @@ def score(pred: Path, gt: Path, fov: Path | None, out: Path | None, threshold: f
     out of the box). Figures are inside the FOV: iou, dice, sensitivity, specificity, accuracy,
     mcc, and for probability maps auc, best_f1 and best_threshold; then their mean over pairs and
     pooled figures over all pixels.
+
+    A prediction with at most two grey levels is a binary mask; more is a probability map
+    (value / 255, or / 65535 for 16-bit files). Nothing is resized. Exit code: 0 all pairs
+    scored, 1 some pairs failed, 2 usage error (nothing paired, bad option).
     """
     config = ScoreConfig(pred, gt, fov, threshold, pattern, fov_pattern)
     try:
@@ -130,7 +134,7 @@ def _print_table(results: list[PairResult], summary: Summary) -> None:
         shown = [n for n in shown if n != "best_threshold"]
     table = Table(title=f"{summary.scored} scored, {summary.failed} failed", box=box.SIMPLE_HEAD, pad_edge=False,
                   collapse_padding=True,
-                  caption="Sens/Spec/Acc: sensitivity, specificity, accuracy; pooled: from all pixels' counts")
+                  caption="Sens/Spec/Acc = sensitivity/specificity/accuracy; pooled = from summed counts")
     table.add_column("image", overflow="fold", min_width=image_width)
     if with_kind:
         table.add_column("kind", no_wrap=True)
