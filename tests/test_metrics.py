@@ -162,6 +162,18 @@ def test_auc_matches_brute_force_inside_a_fov(seed: int) -> None:
     assert metrics.roc_auc(np.where(fov, prob, 99.0), truth, fov) == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.parametrize("dtype, top", [(np.uint8, 255), (np.uint16, 65535)])
+def test_auc_of_integer_maps_equals_auc_of_their_probabilities(dtype: type, top: int) -> None:
+    # Integers take the histogram path, floats the rank path: the same figure either way.
+    rng = np.random.default_rng(3)
+    truth = rng.random((40, 30)) < 0.2
+    grey = np.clip(truth * top * 0.3 + rng.random((40, 30)) * top * 0.7, 0, top).astype(dtype)
+    grey[:5] = grey[0, 0]  # plenty of ties
+    fov = rng.random((40, 30)) < 0.9
+    assert metrics.roc_auc(grey, truth, fov) == pytest.approx(metrics.roc_auc(grey / top, truth, fov), abs=1e-12)
+    assert metrics.roc_auc(grey, truth, fov) == pytest.approx(brute_force_auc(grey[fov], truth[fov]), abs=1e-12)
+
+
 def test_auc_is_nan_when_truth_is_one_class() -> None:
     assert math.isnan(metrics.roc_auc(np.random.default_rng(0).random((4, 4)), np.zeros((4, 4), bool)))
     assert math.isnan(metrics.roc_auc(np.random.default_rng(0).random((4, 4)), np.ones((4, 4), bool)))

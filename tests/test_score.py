@@ -321,6 +321,8 @@ def test_pattern_option_pairs_other_conventions(tmp_path: Path) -> None:
     result = run(pred, gt)
     assert result.exit_code == 2
     assert "none of the 1 predictions" in result.output and "'eye7'" in result.output and "--pattern" in result.output
+    result = run(pred, gt, "--pattern", "{stem}_vessels")
+    assert result.exit_code == 2 and "looks for an annotation named 'eye7_vessels'" in result.output
     result = run(pred, gt, "--pattern", "{stem}-vessels", "--json")
     assert result.exit_code == 0, result.output
     assert strict_json(result.stdout)["pairs"][0]["annotation"] == "eye7-vessels.png"

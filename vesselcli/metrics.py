@@ -94,10 +94,12 @@ def mcc(c: Counts) -> float:
 
 
 def roc_auc(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | None = None) -> float:
-    """Area under the ROC curve of probabilities against truth (ties counted half).
+    """Area under the ROC curve of scores against truth (ties counted half).
 
-    ``prob``: ``(H, W)`` float or integer scores; NaN when truth is all one class.
-    Computed exactly from the rank-sum (Mann-Whitney U) statistic.
+    ``prob``: ``(H, W)`` float or integer scores (only their order matters, so an 8- or 16-bit
+    map can be given as read); NaN when the truth is all one class. Computed exactly from the
+    Mann-Whitney U statistic: by histograms for unsigned integers up to 16 bits (linear time,
+    little memory: an 8-megapixel map in a fraction of a second), else by average ranks.
     """
     prob = np.asarray(prob)
     truth = np.asarray(truth, dtype=bool)
@@ -110,6 +112,12 @@ def roc_auc(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | None = None) 
     neg = truth.size - pos
     if pos == 0 or neg == 0:
         return float("nan")
+    if prob.dtype in (np.uint8, np.uint16):
+        pos_hist = np.bincount(prob[truth], minlength=65536).astype(np.int64)
+        neg_hist = np.bincount(prob[~truth], minlength=65536).astype(np.int64)
+        neg_below = np.cumsum(neg_hist) - neg_hist
+        # 2U in integers (exact): each positive beats the negatives below it, ties count half.
+        return float(int((pos_hist * (2 * neg_below + neg_hist)).sum()) / (2.0 * pos * neg))
     order = np.argsort(prob, kind="mergesort")
     sorted_scores = prob[order]
     # Average ranks for ties.

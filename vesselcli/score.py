@@ -27,7 +27,7 @@ import numpy as np
 
 from . import metrics
 from .imageio import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageReadError, binarise, read_grey, read_mask
-from .pairing import pair_files, pairing_key
+from .pairing import pair_files, pairing_key, stem_of
 
 #: Count-based figures, in CSV order (names shared with ``segment``'s results.csv).
 COUNT_METRICS = ("iou", "dice", "sensitivity", "specificity", "accuracy", "mcc")
@@ -115,6 +115,20 @@ def _no_images(role: str, folder: Path) -> NothingPaired:
     return NothingPaired(f"{role} folder {folder} holds no images ({exts}; subfolders are not searched){hint}")
 
 
+def _nothing_paired(config: ScoreConfig, preds: list[Path], gts: list[Path]) -> str:
+    found = f"none of the {len(preds)} predictions in {config.pred} pairs with one of the {len(gts)} annotations in {config.gt}"
+    if config.pattern:
+        wanted = config.pattern.format(stem=stem_of(preds[0]))
+        return (f"{found}: with --pattern '{config.pattern}', '{preds[0].name}' looks for an annotation named "
+                f"'{wanted}' (any extension) and the annotations are named like '{gts[0].name}'")
+    return (
+        f"{found}: '{preds[0].name}' has the pairing key '{pairing_key(preds[0])}', '{gts[0].name}' has "
+        f"'{pairing_key(gts[0])}'. Files pair when their keys match (the name without extension, annotation "
+        "suffix such as _manual1, _1stHO, .ah, _mask, and split suffix such as _test); otherwise name each "
+        "prediction's annotation with --pattern, e.g. --pattern '{stem}_seg'"
+    )
+
+
 def pair_folders(config: ScoreConfig) -> Pairing:
     """Pair predictions with annotations and FOV masks (see the module docstring)."""
     preds, gts = list_images(config.pred), list_images(config.gt)
@@ -127,13 +141,7 @@ def pair_folders(config: ScoreConfig) -> Pairing:
     else:
         gt_of, unpaired_gt, errors = pair_files(preds, gts, config.pattern)
     if not gt_of and not errors:
-        raise NothingPaired(
-            f"none of the {len(preds)} predictions in {config.pred} pairs with one of the {len(gts)} annotations "
-            f"in {config.gt}: '{preds[0].name}' has the pairing key '{pairing_key(preds[0])}', "
-            f"'{gts[0].name}' has '{pairing_key(gts[0])}'. Files pair when their keys match (the name without "
-            "extension, annotation suffix such as _manual1, _1stHO, .ah, _mask, and split suffix such as _test); "
-            "otherwise name each prediction's annotation with --pattern, e.g. --pattern '{stem}_seg'"
-        )
+        raise NothingPaired(_nothing_paired(config, preds, gts))
     # Two predictions paired with one annotation would be scored twice: an error, not a guess.
     by_gt: dict[Path, list[Path]] = {}
     for pred, gt in gt_of.items():
@@ -204,7 +212,7 @@ def score_arrays(
     counts = metrics.confusion(mask, truth, fov)
     figures = metrics.summary(counts)
     if prob is not None:
-        figures["auc"] = metrics.roc_auc(prob, truth, fov)
+        figures["auc"] = metrics.roc_auc(pred_grey, truth, fov)  # the integers: same order, faster
         figures["best_threshold"], figures["best_f1"] = metrics.best_threshold_f1(prob, truth, fov)
     return kind, counts, figures
 
