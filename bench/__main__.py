@@ -1,0 +1,250 @@
+"""``python -m bench``: accuracy and speed of vesselseg beside the report and the machine's limits.
+
+    make bench                                   # = python -m bench --data ../shared/data
+    python -m bench --data ../shared/data --counts 20,200,2000    # add the 2,000-image run
+    python -m bench --data ../shared/data --quick                 # a few images, one run (a smoke test)
+
+Writes BENCHMARKS.md (repository root), bench/results.csv and bench/benchmarks.png. Every
+measured configuration runs in its own process (see ``bench.measure``); the sections are:
+accuracy (``bench.accuracy``), speed on the same DRIVE images (the report's path
+``bench.report_path``, our pipeline per engine, the I/O floor ``bench.io_floor``), model
+cost (``bench.cost``), and scaling with the number and the size of images
+(``bench.workloads``). The full run takes about 10 minutes on 2 cores; the 2,000-image run
+adds about 10 more.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from .accuracy import product_accuracy, second_observer
+from .chart import Bar, draw_chart
+from .machine import machine_info
+from .measure import Measurement, RunFailed, measure, run_once
+from .report import Results, render, write_csv
+from .workloads import FRAME_SIZES, count_set, drive_images, size_set
+
+REPO = Path(__file__).resolve().parents[1]
+SECTIONS = ("accuracy", "speed", "cost", "counts", "sizes")
+PY = sys.executable
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 20,200, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive image counts, got {text!r}")
+    return values
+
+
+def _sizes(text: str) -> list[tuple[int, int]]:
+    sizes = []
+    for item in text.split(","):
+        try:
+            w, h = (int(v) for v in item.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected sizes as WIDTHxHEIGHT[,WIDTHxHEIGHT...] such as 565x584,3504x2336, got {item!r}") from None
+        if w < 16 or h < 16:
+            raise argparse.ArgumentTypeError(f"image sizes must be at least 16x16, got {item!r}")
+        sizes.append((w, h))
+    return sizes
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description="Write BENCHMARKS.md: accuracy and speed on this machine.")
+    p.add_argument("--data", type=Path, required=True, help="folder holding DRIVE, CHASE_DB1 and DRIVE-512")
+    p.add_argument("--model", type=Path, default=None, help="ONNX model for the onnxruntime engine (default: the shipped one)")
+    p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint for the torch engine (default: the shipped one)")
+    p.add_argument("--engines", default=None, help="comma-separated engines to time (default: every one available here)")
+    p.add_argument("--images", type=int, default=20, help="DRIVE test images for the speed table (default 20)")
+    p.add_argument("--repeats", type=int, default=3, help="runs per speed configuration (default 3; medians reported)")
+    p.add_argument("--counts", type=_ints, default=[20, 200], help="image counts for count scaling (default 20,200; add 2000 for the long run)")
+    p.add_argument("--sizes", type=_sizes, default=list(FRAME_SIZES), help="WIDTHxHEIGHT list for size scaling (default 565x584,999x960,1752x1168,3504x2336)")
+    p.add_argument("--size-images", type=int, default=20, help="images per size (default 20)")
+    p.add_argument("--scaling-repeats", type=int, default=1, help="runs per scaling configuration (default 1)")
+    p.add_argument("--skip", default="", help=f"comma-separated sections to leave out: {', '.join(SECTIONS)}")
+    p.add_argument("--scratch", type=Path, default=Path("/tmp/vesselseg-bench"), help="work folder for image sets and outputs")
+    p.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md", help="Markdown report (default BENCHMARKS.md)")
+    p.add_argument("--csv", type=Path, default=REPO / "bench" / "results.csv", help="tidy CSV of every figure (default bench/results.csv)")
+    p.add_argument("--chart", type=Path, default=REPO / "bench" / "benchmarks.png", help="PNG chart (default bench/benchmarks.png)")
+    p.add_argument("--quick", action="store_true", help="2 images, 1 run, small scaling sets: proves the command works in under a minute")
+    args = p.parse_args(argv)
+    args.skip = {s for s in args.skip.split(",") if s}
+    unknown = args.skip - set(SECTIONS)
+    if unknown:
+        p.error(f"--skip takes {', '.join(SECTIONS)}; got {', '.join(sorted(unknown))}")
+    if args.quick:
+        args.images, args.repeats, args.scaling_repeats, args.size_images = 2, 1, 1, 2
+        args.counts = [2, 4]
+        args.sizes = args.sizes[:1] + args.sizes[-1:] if len(args.sizes) > 1 else args.sizes
+    for name in ("images", "repeats", "size_images", "scaling_repeats"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def available_engines(args: argparse.Namespace) -> list[str]:
+    """Engines that can run on this machine's CPU with a model file at hand."""
+    from vesselcli.engines import shipped_model
+
+    wanted = args.engines.split(",") if args.engines else ["onnxruntime", "torch"]
+    found = []
+    for name in wanted:
+        model = (args.model or shipped_model(".onnx")) if name == "onnxruntime" else (args.checkpoint or shipped_model(".pt"))
+        if importlib.util.find_spec(name) is None:
+            log(f"engine {name}: not installed, not timed")
+        elif not Path(model).is_file():
+            log(f"engine {name}: model {model} missing, not timed")
+        else:
+            found.append(name)
+    if not found:
+        raise SystemExit("no engine can be timed: the shipped model is missing (run `make engine`) or pass --model / --checkpoint")
+    return found
+
+
+def segment_command(args: argparse.Namespace, engine: str, images: Path, out: Path) -> list[str]:
+    command = [PY, "-m", "vesselcli", "segment", str(images), "--out", str(out), "-q", "--engine", engine]
+    model = args.model if engine == "onnxruntime" else args.checkpoint
+    return command + (["--model", str(model)] if model is not None else [])
+
+
+def ours(engine: str) -> str:
+    return f"Ours: vesselseg segment --engine {engine}"
+
+
+REPORT_SUBJECT = "Report's path: 31M valid U-Net, eager PyTorch, 512x512, one image at a time"
+FLOOR_SUBJECT = "I/O floor: read, encode, write, no model"
+
+
+def speed(args, engines, folder: Path, images: int, repeats: int, condition: str, with_report: bool) -> list[Measurement]:
+    scratch = args.scratch
+    runs = [measure(FLOOR_SUBJECT, condition, images, lambda o: [PY, "-m", "bench.io_floor", str(folder), str(o)], scratch, repeats, cwd=REPO)]
+    for engine in engines:
+        runs.append(measure(ours(engine), condition, images, lambda o, e=engine: segment_command(args, e, folder, o), scratch, repeats, cwd=REPO))
+    if with_report:
+        runs.append(measure(REPORT_SUBJECT, condition, images, lambda o: [PY, "-m", "bench.report_path", str(folder), str(o)], scratch, repeats, cwd=REPO))
+    order = {FLOOR_SUBJECT: 3, REPORT_SUBJECT: 0}
+    return sorted(runs, key=lambda m: order.get(m.subject, 1))
+
+
+def run(args: argparse.Namespace, command: str) -> Results:
+    machine = machine_info(REPO)
+    results = Results(command=command, machine=machine, quick=args.quick)
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        results.notes.append(f"Load average was {load:.2f} when the run started: other work was using the CPU, so times may be pessimistic.")
+    engines = available_engines(args)
+    sources = drive_images(args.data)
+    args.scratch.mkdir(parents=True, exist_ok=True)
+    limit = 2 if args.quick else None
+    if "accuracy" not in args.skip:
+        log("accuracy: vesselseg segment --gt on the public test sets")
+        results.accuracy, results.accuracy_commands = product_accuracy(args.data, args.scratch, args.model, limit, REPO)
+        results.observer = second_observer(args.data, limit)
+    if "speed" not in args.skip:
+        log(f"speed: {args.images} DRIVE images, {args.repeats} runs each")
+        folder = count_set(sources, args.images, args.scratch)
+        results.speed = speed(args, engines, folder, args.images, args.repeats, f"{args.images} DRIVE test images", True)
+    if "cost" not in args.skip:
+        log("cost: FLOPs, measured peak, engine time")
+        cost_cmd = [PY, "-m", "bench.cost", "--image", str(sources[0])]
+        cost_cmd += ["--model", str(args.model)] if args.model else ["--model", str(_shipped(".onnx"))]
+        checkpoint = args.checkpoint or _shipped(".pt")
+        if "torch" in engines and Path(checkpoint).is_file():
+            cost_cmd += ["--checkpoint", str(checkpoint)]
+        if args.quick:
+            cost_cmd += ["--repeats", "2", "--matmul", "1024"]
+        results.cost = run_once(cost_cmd, cwd=REPO).report
+    if "counts" not in args.skip:
+        log(f"scaling with the number of images: {args.counts}")
+        for count in args.counts:
+            reuse = [m for m in results.speed if count == args.images and m.subject in (FLOOR_SUBJECT, ours(engines[0]))]
+            if reuse:
+                results.counts += reuse
+                continue
+            folder = count_set(sources, count, args.scratch)
+            results.counts += speed(args, engines[:1], folder, count, args.scaling_repeats, f"{count} images", False)
+        if 2000 not in args.counts:
+            results.notes.append("The 2,000-image run is opt-in (`--counts 20,200,2000`, about 10 more minutes on 2 cores); it was not run here.")
+        results.counts.sort(key=lambda m: (m.subject, m.images))
+    if "sizes" not in args.skip:
+        log(f"scaling with the image size: {args.sizes}")
+        for width, height in args.sizes:
+            folder = size_set(sources[: args.size_images], width, height, args.scratch)
+            results.sizes += speed(args, engines[:1], folder, args.size_images, args.scaling_repeats, f"{width}x{height}", False)
+        results.sizes.sort(key=lambda m: (m.subject, _pixels(m.condition)))
+    results.notes += [
+        "The report's path runs randomly initialised weights (seed 0): a network's time does not depend on its weights, "
+        "and the report's trained weights are not available here. Its accuracy figures are the report's own.",
+        "Our pipeline runs with its default options (tile size, overlap, batch size, workers) and writes masks, overlays "
+        "and results.csv, like a user's run; the report's path writes 512x512 masks only.",
+        "All figures on this page come from the same run on the machine above; rerun `make bench` to reproduce them.",
+    ]
+    return results
+
+
+def _shipped(suffix: str) -> Path:
+    from vesselcli.engines import shipped_model
+
+    return shipped_model(suffix)
+
+
+def _pixels(condition: str) -> int:
+    w, h = (int(v) for v in condition.split("x"))
+    return w * h
+
+
+def chart(results: Results, path: Path) -> bool:
+    """Draw the PNG when there are speed figures; whether it was drawn."""
+    kinds = {REPORT_SUBJECT: ("report path (eager PyTorch)", "report"), FLOOR_SUBJECT: ("I/O floor (no model)", "floor")}
+    bars = []
+    for m in results.speed:
+        label, kind = kinds.get(m.subject, (m.subject.replace("Ours: vesselseg segment --engine ", "ours: "), "ours"))
+        bars.append(Bar(label, m.images_per_s, kind))
+    groups: dict[str, list[Bar]] = {}
+    for m in results.sizes:
+        kind = "floor" if m.subject == FLOOR_SUBJECT else "ours"
+        label = "I/O floor" if kind == "floor" else m.subject.replace("Ours: vesselseg segment --engine ", "ours: ")
+        groups.setdefault(m.condition, []).append(Bar(label, m.images_per_s, kind))
+    sizes = sorted(groups.items(), key=lambda item: _pixels(item[0]))
+    for _, group in sizes:
+        group.sort(key=lambda b: b.kind != "ours")
+    machine = results.machine
+    footer = f"{machine['cpu']}, {machine['cores']} cores, {machine['date_utc']} - {results.command}"
+    if not bars:
+        return False
+    draw_chart(path, bars, sizes, footer)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    command = shlex.join(["python", "-m", "bench", *argv])
+    try:
+        results = run(args, command)
+    except (RunFailed, FileNotFoundError) as exc:
+        log(f"bench: {exc}")
+        return 1
+    chart_name = None
+    if chart(results, args.chart):
+        chart_name = os.path.relpath(args.chart.resolve(), args.out.resolve().parent)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(render(results, chart_name))
+    write_csv(results, args.csv)
+    log(f"wrote {args.out}, {args.csv}, {args.chart}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The machine every figure was measured on, and its measured arithmetic peak.
+
+``machine_info`` records what a reader needs to compare figures across machines (CPU model,
+cores usable by this process, memory, OS, library versions, repository commit); every table in
+BENCHMARKS.md is printed beside it. ``matmul_peak_gflops`` measures the float32 peak that a
+well-tuned kernel reaches on this CPU (PyTorch's BLAS on a large square matmul): the
+arithmetic limit no network can beat, against which the model's own time is compared.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+LIBRARIES = ("torch", "onnxruntime", "numpy", "opencv-python-headless", "pillow")
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (``platform.processor()`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (affinity mask; ``os.cpu_count()`` where unsupported)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
+def library_versions() -> dict[str, str]:
+    """Installed distribution versions (``"absent"`` when not installed)."""
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def git_commit(repo: Path) -> str:
+    """Short commit of the working tree, with ``+dirty`` when it has uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def machine_info(repo: Path) -> dict[str, object]:
+    """Everything printed in the "Machine" section of BENCHMARKS.md."""
+    mem = memory_gib()
+    return {
+        "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu_model(),
+        "cores": usable_cores(),
+        "memory_gib": round(mem, 1) if mem is not None else None,
+        "os": f"{platform.system()} {platform.release()}",
+        "commit": git_commit(repo),
+        **library_versions(),
+    }
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 5, threads: int | None = None) -> float:
+    """Best float32 GFLOP/s of a ``size x size`` matmul over ``repeats`` (2 n^3 FLOPs each)."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    a = torch.randn(size, size)
+    b = torch.randn(size, size)
+    torch.mm(a, b)  # warm-up: thread pool and kernel selection
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best / 1e9

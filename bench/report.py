@@ -1,0 +1,340 @@
+"""BENCHMARKS.md and results.csv from one benchmark run.
+
+The Markdown puts every measured figure beside the machine it was measured on and the exact
+command; the CSV holds the same figures in a tidy long format, one figure per row:
+
+``section, subject, condition, metric, value, unit, machine, date_utc``
+
+(section: accuracy | speed | scaling_count | scaling_size | cost; subject: what was measured;
+condition: data set, image count or size; metric/value/unit: the figure).
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .measure import Measurement
+
+#: The report's own figures (DRIVE-512 protocol: whole 512x512 image, threshold 0.5).
+REPORT_FIGURES = {"test_iou": 0.6827, "val_iou": 0.7242}
+
+#: Published figures, not measured here. Only numbers read from a stored source are given.
+PUBLISHED = [
+    {
+        "method": "SA-UNet (Guo et al., ICPR 2020, arXiv:2004.03696)",
+        "DRIVE": {"f1": 0.8263, "auc": 0.9864, "acc": 0.9698},
+        "CHASE_DB1": {"f1": 0.8153, "auc": 0.9905},
+        "source": "Papers with Code leaderboard entries for the paper (mirrored at hyper.ai/en/papers/2004.03696)",
+    },
+    {
+        "method": "IterNet (Li et al., WACV 2020, arXiv:1912.05763)",
+        "DRIVE": {"auc": 0.9816},
+        "CHASE_DB1": {"auc": 0.9851},
+        "source": "the authors' README, github.com/conscienceli/IterNet",
+    },
+    {
+        "method": "Best published models (e.g. FR-UNet, Liu et al., IEEE JBHI 2022)",
+        "DRIVE": {"f1_text": "about 0.83"},
+        "CHASE_DB1": {},
+        "source": "order of magnitude of the best published F1, per the issue brief; not verified here",
+    },
+]
+
+
+@dataclass
+class Results:
+    """Everything one ``python -m bench`` run measured."""
+
+    command: str
+    machine: dict[str, object]
+    quick: bool
+    accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
+    accuracy_commands: dict[str, str] = field(default_factory=dict)
+    observer: dict[str, float] = field(default_factory=dict)
+    speed: list[Measurement] = field(default_factory=list)  # headline, same DRIVE images
+    counts: list[Measurement] = field(default_factory=list)
+    sizes: list[Measurement] = field(default_factory=list)
+    cost: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def find(self, prefix: str, table: list[Measurement] | None = None) -> Measurement | None:
+        """The first measurement whose subject starts with ``prefix``."""
+        for m in self.speed if table is None else table:
+            if m.subject.startswith(prefix):
+                return m
+        return None
+
+
+def _f(value: float | None, digits: int = 4) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _machine_line(machine: dict[str, object]) -> str:
+    return (
+        f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB; {machine['os']}; "
+        f"Python {machine['python']}, torch {machine['torch']}, onnxruntime {machine['onnxruntime']}, "
+        f"numpy {machine['numpy']}, opencv {machine['opencv-python-headless']}, Pillow {machine['pillow']}; "
+        f"commit {machine['commit']}; {machine['date_utc']}"
+    )
+
+
+def accuracy_section(r: Results) -> list[str]:
+    if not r.accuracy and not r.observer:
+        return []
+    lines = [
+        "## Accuracy",
+        "",
+        "Measured by running the product (`vesselseg segment` with `--gt`, default options, the shipped model): "
+        "per-image figures from its `results.csv`, averaged over the images, inside the field of view "
+        "(the datasets' FOV masks). DRIVE-512 has no FOV masks: inside the detected FOV, and over the whole "
+        "512x512 image as the report measured it (IoU of the written masks, `vesselcli.metrics`).",
+        "",
+        "| Method | Data | F1 | IoU | AUC | Se | Sp | Acc | Source |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, a in r.accuracy.items():
+        lines.append(
+            f"| **vesselseg (ours)** | {name} ({int(a['images'])} images, inside FOV) | **{_f(a.get('f1'))}** | {_f(a.get('iou'))} | "
+            f"{_f(a.get('auc'))} | {_f(a.get('se'))} | {_f(a.get('sp'))} | {_f(a.get('acc'))} | measured here |"
+        )
+        if "iou_whole_image" in a:
+            lines.append(f"| **vesselseg (ours)** | {name} (whole image, report's protocol) |  | **{_f(a['iou_whole_image'])}** |  |  |  |  | measured here |")
+    if r.observer:
+        o = r.observer
+        lines.append(
+            f"| Second human observer | DRIVE test ({int(o['images'])} images, inside FOV) | {_f(o['f1'])} | {_f(o['iou'])} | n/a (binary) | "
+            f"{_f(o['se'])} | {_f(o['sp'])} | {_f(o['acc'])} | measured here: 2nd_manual vs 1st_manual |"
+        )
+    lines.append(
+        f"| The report (31M valid U-Net) | DRIVE-512 test (whole image) |  | {REPORT_FIGURES['test_iou']} |  |  |  |  | "
+        f"the report (best validation IoU {REPORT_FIGURES['val_iou']}) |"
+    )
+    for p in PUBLISHED:
+        for data in ("DRIVE", "CHASE_DB1"):
+            fig = p[data]
+            if not fig:
+                continue
+            f1 = fig.get("f1_text") or _f(fig.get("f1"))
+            lines.append(
+                f"| {p['method']} | {data} test | {f1} |  | {_f(fig.get('auc'))} |  |  | {_f(fig.get('acc'))} | "
+                f"*published, not measured here*: {p['source']} |"
+            )
+    lines += [
+        "",
+        "Published figures come from other protocols (often pooled over all test pixels, their own FOV and "
+        "threshold choices) and are given for orientation only. Commands:",
+        "",
+    ]
+    lines += [f"- {name}: `{cmd}`" for name, cmd in r.accuracy_commands.items()]
+    return lines + [""]
+
+
+def speed_section(r: Results) -> list[str]:
+    if not r.speed:
+        return []
+    report = r.find("report")
+    floor = r.find("I/O floor")
+    m0 = r.speed[0]
+    lines = [
+        "## Speed on the same DRIVE images",
+        "",
+        f"{m0.images} DRIVE test photographs (565x584 TIFF), each configuration run {len(m0.runs)} times in a fresh "
+        "process; wall time of the whole command from process start to exit (Python start-up, imports, model "
+        "loading, reading, writing), median of the runs (fastest-slowest in brackets); peak memory is the "
+        "largest resident-set high-water mark of the runs (`ru_maxrss` of the process and its children).",
+        "",
+        "| Path | Wall s (median, range) | ms / image | Images / s | Peak MiB | Faster than report | Time vs I/O floor |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in r.speed:
+        lo, hi = m.spread
+        vs_report = f"{report.wall_s / m.wall_s:.1f}x" if report else ""
+        vs_floor = f"{m.wall_s / floor.wall_s:.1f}x" if floor else ""
+        lines.append(
+            f"| {m.subject} | {m.wall_s:.2f} ({lo:.2f}-{hi:.2f}) | {m.ms_per_image:.0f} | {m.images_per_s:.2f} | "
+            f"{m.peak_rss_mib:.0f} | {vs_report} | {vs_floor} |"
+        )
+    lines += ["", "Commands (`OUT` is a fresh folder per run):", ""]
+    lines += [f"- {m.subject}: `{m.command}`" for m in r.speed]
+    return lines + [""]
+
+
+def cost_section(r: Results) -> list[str]:
+    c = r.cost
+    if not c:
+        return []
+    peak = c["peak_gflops"]
+    shipped, report, image = c["networks"]["shipped"], c["networks"]["report"], c["image"]
+    lines = [
+        "## Model cost against the machine's arithmetic limit",
+        "",
+        f"Measured peak: **{peak:.0f} GFLOP/s** (float32, best of 5 PyTorch {c['matmul']}x{c['matmul']} matmuls, all cores). "
+        "FLOPs count the multiply-adds of convolutions and transposed convolutions (2 FLOPs each; PyTorch's "
+        "`FlopCounterMode`); ReLU, pooling and BatchNorm (folded into the convolutions by ONNX Runtime) are left out.",
+        "",
+        "| Network | Parameters | GFLOP per megapixel | GFLOP per DRIVE image as run | Time at the measured peak |",
+        "|---|---|---|---|---|",
+        f"| Shipped (ours) | {shipped['params']:,} | {shipped['flops_per_mp'] / 1e9:.1f} | {image['flops'] / 1e9:.1f} "
+        f"({image['tiles']} tiles of {c['tile']}x{c['tile']} for {image['model_size']} at model scale) | {image['flops'] / peak / 1e6:.0f} ms |",
+        f"| Report (31M valid U-Net) | {report['params']:,} | {report['flops_per_mp'] / 1e9:.0f} (per output megapixel) | "
+        f"{report['flops'] / 1e9:.0f} (one 512x512 image) | {report['flops'] / peak / 1e6:.0f} ms |",
+        "",
+        f"The shipped network's own time, one batch of {c['batch']} tiles of {c['tile']}x{c['tile']} through `Engine.infer` "
+        f"(median of {c.get('repeats', 5)} after a warm-up):",
+        "",
+        "| Engine | ms per batch | Achieved GFLOP/s | Share of peak | Distance from the arithmetic limit |",
+        "|---|---|---|---|---|",
+    ]
+    batch_flops = shipped["flops"] * c["batch"]
+    limit_ms = batch_flops / peak / 1e6
+    for name, e in c["engines"].items():
+        lines.append(f"| {name} | {e['ms_per_batch']:.0f} | {e['gflops']:.0f} | {100 * e['gflops'] / peak:.0f}% | {e['ms_per_batch'] / limit_ms:.1f}x ({limit_ms:.0f} ms at peak) |")
+    ours = r.find("Ours: vesselseg segment --engine onnxruntime")
+    if ours and "onnxruntime" in c["engines"]:
+        per_image_model = c["engines"]["onnxruntime"]["ms_per_batch"] * image["tiles"] / c["batch"]
+        lines += [
+            "",
+            f"Per DRIVE image the network itself takes about {per_image_model:.0f} ms on ONNX Runtime against "
+            f"{ours.ms_per_image:.0f} ms per image for the whole command; the rest is reading, FOV detection, preprocessing, "
+            "blending, encoding, writing and start-up, partly overlapped with the network by the pipeline's threads.",
+        ]
+    return lines + ["", f"Command: `python -m bench.cost --model MODEL.onnx --checkpoint MODEL.pt --image DRIVE/test/images/01_test.tif`", ""]
+
+
+def scaling_section(r: Results) -> list[str]:
+    lines: list[str] = []
+    if r.counts:
+        lines += [
+            "## Scaling with the number of images",
+            "",
+            "The DRIVE test photographs repeated through symbolic links (same files, distinct names).",
+            "",
+            "| Path | Images | Runs | Wall s | Images / s | Peak MiB | Peak vs the smallest run |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        base: dict[str, float] = {}
+        for m in r.counts:
+            base.setdefault(m.subject, m.peak_rss_mib)
+            lines.append(
+                f"| {m.subject} | {m.images} | {len(m.runs)} | {m.wall_s:.1f} | {m.images_per_s:.2f} | {m.peak_rss_mib:.0f} | "
+                f"{m.peak_rss_mib / base[m.subject]:.2f}x |"
+            )
+        lines += [""]
+    if r.sizes:
+        lines += [
+            "## Scaling with the image size",
+            "",
+            "The DRIVE test photographs scaled to a camera frame's height (aspect ratio kept, centred on a black "
+            "frame of the full width; bicubic upscaling) and saved as JPEG quality 95. The pipeline brings every "
+            "photograph to the model's scale by its FOV diameter, so the network's work per image stays about the same; "
+            "decoding, resizing and encoding grow with the pixels.",
+            "",
+            "| Path | Size | Images | Runs | Wall s | ms / image | Images / s | Peak MiB |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for m in r.sizes:
+            lines.append(
+                f"| {m.subject} | {m.condition} | {m.images} | {len(m.runs)} | {m.wall_s:.1f} | {m.ms_per_image:.0f} | "
+                f"{m.images_per_s:.2f} | {m.peak_rss_mib:.0f} |"
+            )
+        lines += [""]
+    return lines
+
+
+def headline(r: Results) -> list[str]:
+    report, floor = r.find("report"), r.find("I/O floor")
+    ours = [m for m in r.speed if m.subject.startswith("Ours")]
+    lines: list[str] = []
+    if ours and report:
+        best = min(ours, key=lambda m: m.wall_s)
+        lines.append(
+            f"- Our pipeline ({best.subject.split('--engine ')[-1]}) segments the same DRIVE images "
+            f"**{report.wall_s / best.wall_s:.1f}x faster** than the report's inference path "
+            f"({best.images_per_s:.2f} vs {report.images_per_s:.3f} images/s, whole command)."
+        )
+    if ours and floor:
+        best = min(ours, key=lambda m: m.wall_s)
+        lines.append(
+            f"- Gap to the I/O floor: {best.ms_per_image:.0f} ms per image against {floor.ms_per_image:.0f} ms for reading, "
+            f"encoding and writing alone: **{best.wall_s / floor.wall_s:.1f}x** the floor "
+            f"({best.ms_per_image - floor.ms_per_image:.0f} ms per image above it)."
+        )
+    drive = r.accuracy.get("DRIVE test")
+    d512 = r.accuracy.get("DRIVE-512 test")
+    if drive:
+        lines.append(f"- DRIVE test F1 inside the FOV **{drive['f1']:.4f}** (second human observer: {r.observer.get('f1', float('nan')):.4f}).")
+    if d512 and "iou_whole_image" in d512:
+        lines.append(
+            f"- DRIVE-512 whole-image IoU **{d512['iou_whole_image']:.4f}** against the report's {REPORT_FIGURES['test_iou']}."
+        )
+    return ["## Headline", "", *lines, ""] if lines else []
+
+
+def render(r: Results, chart_name: str | None) -> str:
+    title = "# Benchmarks" + (" (quick mode: a few images, one run; not the published figures)" if r.quick else "")
+    lines = [
+        title,
+        "",
+        "Generated by `make bench` on the machine below; every figure in this file comes from this one run.",
+        "",
+        f"- Command: `{r.command}`",
+        f"- Machine: {_machine_line(r.machine)}",
+        "",
+        *headline(r),
+        *([f"![Images per second: the report's path, our pipeline per engine, the I/O floor; and by image size]({chart_name})", ""] if chart_name else []),
+        *accuracy_section(r),
+        *speed_section(r),
+        *cost_section(r),
+        *scaling_section(r),
+    ]
+    if r.notes:
+        lines += ["## Notes", "", *[f"- {n}" for n in r.notes], ""]
+    return "\n".join(lines)
+
+
+def csv_rows(r: Results) -> list[list[object]]:
+    """The tidy rows of results.csv (without machine and date, added by ``write_csv``)."""
+    rows: list[list[object]] = []
+    for name, a in r.accuracy.items():
+        for metric, value in a.items():
+            if metric not in ("images", "seconds"):
+                rows.append(["accuracy", "vesselseg", name, metric, value, ""])
+    for metric, value in r.observer.items():
+        if metric != "images":
+            rows.append(["accuracy", "second observer", "DRIVE test", metric, value, ""])
+    for section, table in (("speed", r.speed), ("scaling_count", r.counts), ("scaling_size", r.sizes)):
+        for m in table:
+            condition = m.condition
+            rows += [
+                [section, m.subject, condition, "images", m.images, "images"],
+                [section, m.subject, condition, "runs", len(m.runs), "runs"],
+                [section, m.subject, condition, "wall_median", round(m.wall_s, 4), "s"],
+                [section, m.subject, condition, "ms_per_image", round(m.ms_per_image, 2), "ms"],
+                [section, m.subject, condition, "images_per_s", round(m.images_per_s, 4), "images/s"],
+                [section, m.subject, condition, "peak_rss", round(m.peak_rss_mib, 1), "MiB"],
+            ]
+    if r.cost:
+        c = r.cost
+        rows.append(["cost", "machine", "float32 matmul", "peak", round(c["peak_gflops"], 2), "GFLOP/s"])
+        for name, n in c["networks"].items():
+            rows.append(["cost", name, n["input"], "params", n["params"], "parameters"])
+            rows.append(["cost", name, n["input"], "flops_per_mp", round(n["flops_per_mp"] / 1e9, 3), "GFLOP/MP"])
+        for name, e in c["engines"].items():
+            condition = f"{c['batch']}x{c['tile']}x{c['tile']}"
+            rows.append(["cost", name, condition, "ms_per_batch", round(e["ms_per_batch"], 2), "ms"])
+            rows.append(["cost", name, condition, "achieved", round(e["gflops"], 2), "GFLOP/s"])
+    return rows
+
+
+def write_csv(r: Results, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    machine = f"{r.machine['cpu']} ({r.machine['cores']} cores)"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["section", "subject", "condition", "metric", "value", "unit", "machine", "date_utc"])
+        for row in csv_rows(r):
+            value = row[4]
+            if isinstance(value, float):
+                row[4] = f"{value:.6g}"
+            writer.writerow([*row, machine, r.machine["date_utc"]])

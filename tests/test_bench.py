@@ -1,0 +1,92 @@
+"""The benchmark command (``python -m bench``): its measuring parts and one quick end-to-end run."""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.measure import run_once
+from bench.workloads import count_set, fit_to_frame
+from vesselcli.engines import shipped_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _allocate(mib: int) -> list[str]:
+    return [sys.executable, "-c", f"import numpy as np; a = np.ones({mib} * 2**20 // 8); a += 1; print('{{\"ok\": 1}}')"]
+
+
+def test_peak_memory_is_each_processs_own() -> None:
+    big = run_once(_allocate(300))
+    small = run_once(_allocate(10))
+    assert big.peak_rss_mib >= 300
+    assert small.peak_rss_mib < 200  # not polluted by the earlier, larger child
+    assert big.report == {"ok": 1}
+
+
+def test_a_failing_command_names_itself() -> None:
+    with pytest.raises(RuntimeError, match="exited with 3"):
+        run_once([sys.executable, "-c", "import sys; sys.exit(3)"])
+
+
+def test_fit_to_frame_keeps_aspect_and_centres_on_black() -> None:
+    rgb = np.full((584, 565, 3), 200, dtype=np.uint8)
+    frame = fit_to_frame(rgb, 3504, 2336)
+    assert frame.shape == (2336, 3504, 3)
+    scaled_width = round(565 * 2336 / 584)
+    left = (3504 - scaled_width) // 2
+    assert not frame[:, : left - 1].any() and not frame[:, left + scaled_width + 1 :].any()
+    assert (frame[:, left + 2 : left + scaled_width - 2] == 200).all()
+
+
+def test_count_set_cycles_through_the_sources(tmp_path: Path) -> None:
+    sources = []
+    for name in ("a.png", "b.png", "c.png"):
+        (tmp_path / name).write_bytes(name.encode())
+        sources.append(tmp_path / name)
+    folder = count_set(sources, 7, tmp_path / "sets")
+    files = sorted(folder.iterdir())
+    assert [f.read_bytes() for f in files] == [s.name.encode() for s in (sources * 3)[:7]]
+    assert count_set(sources, 7, tmp_path / "sets") == folder  # reused as is
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_quick_bench_writes_a_well_formed_report(drive_root: Path, tmp_path: Path) -> None:
+    if not shipped_model(".onnx").is_file():
+        pytest.skip(f"the shipped model {shipped_model('.onnx')} is missing: run `make engine`")
+    out = tmp_path / "BENCHMARKS.md"
+    table = tmp_path / "results.csv"
+    png = tmp_path / "chart.png"
+    command = [
+        sys.executable, "-m", "bench", "--data", str(drive_root.parent), "--quick",
+        "--out", str(out), "--csv", str(table), "--chart", str(png), "--scratch", str(tmp_path / "scratch"),
+    ]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    text = out.read_text()
+    for heading in ("## Headline", "## Accuracy", "## Speed on the same DRIVE images", "## Model cost", "## Scaling with the number", "## Scaling with the image size"):
+        assert heading in text
+    assert "published, not measured here" in text and "Machine: " in text
+
+    with open(table, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and list(rows[0]) == ["section", "subject", "condition", "metric", "value", "unit", "machine", "date_utc"]
+    speed = {(r["subject"], r["metric"]): float(r["value"]) for r in rows if r["section"] == "speed"}
+    subjects = {s for s, _ in speed}
+    assert any(s.startswith("Report's path") for s in subjects)
+    assert any(s.startswith("I/O floor") for s in subjects)
+    assert any(s.endswith("--engine onnxruntime") for s in subjects)
+    for subject in subjects:
+        assert speed[(subject, "images_per_s")] > 0 and speed[(subject, "peak_rss")] > 10
+    f1 = [float(r["value"]) for r in rows if r["section"] == "accuracy" and r["condition"] == "DRIVE test" and r["metric"] == "f1"]
+    assert len(f1) == 1 and 0.5 < f1[0] <= 1.0
+
+    with Image.open(png) as chart:
+        assert chart.format == "PNG" and chart.size[0] > 500
