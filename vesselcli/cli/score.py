@@ -134,7 +134,7 @@ def _print_table(results: list[PairResult], summary: Summary) -> None:
         shown = [n for n in shown if n != "best_threshold"]
     table = Table(title=f"{summary.scored} scored, {summary.failed} failed", box=box.SIMPLE_HEAD, pad_edge=False,
                   collapse_padding=True,
-                  caption="Sens/Spec/Acc = sensitivity/specificity/accuracy; pooled = from summed counts")
+                  caption="pooled: figures from the counts summed over all pairs")
     table.add_column("image", overflow="fold", min_width=image_width)
     if with_kind:
         table.add_column("kind", no_wrap=True)
