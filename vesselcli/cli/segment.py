@@ -1,0 +1,253 @@
+"""``vesselseg segment INPUT... --out OUT``: masks, overlays and results.csv for folders of images.
+
+A thin click layer: options are checked by click types and callbacks, gathered into a frozen
+``SegmentConfig``, and handed to ``vesselcli.pipeline`` with the engine ``--model`` /
+``--engine`` / ``--device`` choose. Exit code: 0 every image done, 1 some failed (one line
+each on stderr) or the run stopped on a full disk, 2 usage errors (no images, unreadable
+model, bad option, OUT busy with another run), 128+N when stopped by signal N (SIGINT 130,
+SIGTERM 143): rerunning the same command then finishes the rest.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import click
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from .. import pipeline
+from ..config import DEFAULT_BATCH_SIZE, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, DEFAULT_WORKERS, SegmentConfig
+from ..engines.errors import ModelError
+from ..engines.select import ENGINES
+from ..imageio import DEFAULT_MAX_PIXELS
+from ..lock import LockedError
+from ..report import CsvMismatchError, ImageResult, Report
+
+
+class Refused(click.ClickException):
+    """A run that cannot start for a reason the user must fix (exit code 2, no usage text)."""
+
+    exit_code = 2
+
+
+def _check_pattern(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    if "{stem}" not in value:
+        raise click.BadParameter(f"'{value}' does not contain {{stem}}; name the annotation from the image's stem, e.g. '{{stem}}_manual1'")
+    try:
+        value.format(stem="x")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise click.BadParameter(f"'{value}' is not a valid pattern ({exc}); only {{stem}} may appear in braces") from None
+    return value
+
+
+def _check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+        return value
+    raise click.BadParameter(f"'{value}' is not a device; use auto, cpu, cuda or cuda:N (N = GPU index)")
+
+
+class RateColumn(ProgressColumn):
+    """Images per second so far."""
+
+    def render(self, task) -> Text:  # noqa: ANN001 - rich's Task
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.2f} img/s" if speed else "- img/s", style="progress.data.speed")
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # noqa: ANN001
+    """On the first SIGINT/SIGTERM set ``stop`` (the run winds down); on the second abort at once.
+
+    Yields the list of signals received. Outside the main thread (where Python cannot install
+    handlers) nothing is installed.
+    """
+    received: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+        stop.set()
+        announce(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...",
+                type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder: masks/, overlays/, probabilities/ and results.csv go here.")
+@click.option("--gt", "gt_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="DIR",
+              help="Annotations, paired with images by name; adds iou, dice, ... columns.")
+@click.option("--fov", "fov_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="DIR",
+              help="FOV masks, paired by name. Default: detected from each image.")
+@click.option("--gt-pattern", callback=_check_pattern, metavar="PATTERN",
+              help="Name of each image's annotation without extension, e.g. '{stem}_manual1'. Default: the pairing rule.")
+@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="PATH",
+              help="ONNX model, TensorRT engine or training checkpoint. Default: the shipped model.")
+@click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True, help="Inference backend.")
+@click.option("--device", default="auto", show_default=True, callback=_check_device, help="auto, cpu, cuda or cuda:N.")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), metavar="T",
+              help="Vessel where probability >= T. Default: the model's own.")
+@click.option("--workers", type=click.IntRange(1, 64), default=DEFAULT_WORKERS, show_default=True,
+              help="Reader threads and writer threads (each).")
+@click.option("--batch-size", type=click.IntRange(1, 1024), default=DEFAULT_BATCH_SIZE, show_default=True,
+              help="Tiles per engine call (taken across images).")
+@click.option("--tile-size", type=click.IntRange(16, 8192), default=DEFAULT_TILE_SIZE, show_default=True,
+              help="Tile side in pixels at the model's scale (rounded up to the model's multiple).")
+@click.option("--tile-overlap", type=click.IntRange(0, 8191), default=DEFAULT_TILE_OVERLAP, show_default=True,
+              help="Least overlap of neighbouring tiles in pixels; must be below --tile-size.")
+@click.option("--tta", is_flag=True, help="Average the four flips of each tile (4x slower, slightly smoother).")
+@click.option("--save-probabilities", is_flag=True, help="Also write 8-bit vessel probability maps.")
+@click.option("--no-overlays", is_flag=True, help="Do not write overlays.")
+@click.option("--overwrite", is_flag=True, help="Redo every image (default: skip those already done).")
+@click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
+              help="Refuse images larger than this many pixels before decoding them.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary; errors still go to stderr.")
+def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: Path | None, gt_pattern: str | None,
+            model: Path | None, engine: str, device: str, threshold: float | None, workers: int, batch_size: int,
+            tile_size: int, tile_overlap: int, tta: bool, save_probabilities: bool, no_overlays: bool,
+            overwrite: bool, max_pixels: int, quiet: bool) -> None:
+    """Segment the vessels of every image in INPUT... (files and folders, searched recursively).
+
+    Writes OUT/masks/<name>.png (0/255, the image's own size), OUT/overlays/<name>.jpg and
+    OUT/results.csv (one row per image, written as it goes). Rerunning the same command skips
+    images already done, so an interrupted run resumes; --overwrite redoes them.
+
+    Exit code: 0 all images done, 1 some failed, 2 usage error, 130/143 interrupted.
+    """
+    if tile_overlap >= tile_size:
+        raise click.BadParameter(f"{tile_overlap} is not below --tile-size {tile_size}; use a smaller overlap",
+                                 param_hint="--tile-overlap")
+    config = SegmentConfig(
+        inputs=inputs, out=out, gt_dir=gt_dir, fov_dir=fov_dir, gt_pattern=gt_pattern, threshold=threshold,
+        workers=workers, batch_size=batch_size, tile_size=tile_size, tile_overlap=tile_overlap, tta=tta,
+        save_probabilities=save_probabilities, overlays=not no_overlays, overwrite=overwrite, max_pixels=max_pixels,
+    )
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        the_plan = pipeline.plan(config)
+    except pipeline.NoImagesError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        from ..engines import open_engine
+
+        the_engine = open_engine(model, engine, device)
+    except ModelError as exc:
+        raise click.UsageError(f"cannot use the model: {exc}") from None
+    try:
+        report, seconds = _run(config, the_plan, the_engine, err, quiet)
+    finally:
+        the_engine.close()
+    if not quiet:
+        _print_summary(report, config, seconds)
+    _print_ending(report, err)
+    click.get_current_context().exit(report.exit_code)
+
+
+def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, quiet: bool) -> tuple[Report, float]:  # noqa: ANN001
+    """Run the pipeline under a progress bar and the signal handlers; (report, seconds it ran)."""
+    if the_plan.unannotated:
+        names = ", ".join(i.name for i in the_plan.unannotated[:5])
+        more = f" and {len(the_plan.unannotated) - 5} more" if len(the_plan.unannotated) > 5 else ""
+        err.print(f"warning: no annotation in {config.gt_dir} for {len(the_plan.unannotated)} image(s) "
+                  f"({names}{more}); their figure columns stay empty", markup=False)
+    if not quiet:
+        threshold = config.threshold if config.threshold is not None else engine.info.threshold
+        err.print(f"{len(the_plan.items)} images, {engine.name} on {engine.device}, threshold {threshold:.3f}",
+                  markup=False)
+    stop = threading.Event()
+    columns = (TextColumn("segmenting"), BarColumn(), MofNCompleteColumn(), RateColumn(), TextColumn("ETA"),
+               TimeRemainingColumn())
+    progress = Progress(*columns, console=err, transient=True, disable=quiet or not err.is_terminal)
+    task = progress.add_task("segment", total=None)
+    started = time.perf_counter()
+
+    def on_start(report: Report) -> None:
+        nonlocal started
+        started = time.perf_counter()
+        progress.update(task, total=report.total - report.skipped)
+        if report.skipped and not quiet:
+            progress.console.print(f"skipping {report.skipped} image(s) already done in {config.out} "
+                                   "(--overwrite redoes them)", markup=False)
+
+    def on_result(result: ImageResult) -> None:
+        if result.status != "ok":
+            progress.console.print(f"error: {result.image}: {result.error}", markup=False)
+        progress.advance(task)
+
+    def announce(signum: int) -> None:
+        progress.console.print(f"{signal.Signals(signum).name}: finishing the images in flight, then stopping "
+                               "(again to stop at once)", markup=False)
+
+    with progress, stop_on_signals(stop, announce) as received:
+        try:
+            report = pipeline.run(config, the_plan, engine, stop, on_start=on_start, on_result=on_result)
+        except KeyboardInterrupt:
+            err.print("stopped at once; rerun the same command to finish the rest", markup=False)
+            sys.exit(128 + (received[0] if received else signal.SIGINT))
+        except LockedError as exc:
+            raise Refused(str(exc)) from None
+        except CsvMismatchError as exc:
+            raise Refused(str(exc)) from None
+        except OSError as exc:
+            raise Refused(f"cannot write into {config.out}: {exc.strerror or exc}; choose a writable --out") from None
+    if received:
+        report.interrupted_by = received[0]
+    return report, time.perf_counter() - started
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _print_summary(report: Report, config: SegmentConfig, seconds: float) -> None:
+    table = Table(box=box.SIMPLE_HEAD, show_header=False, pad_edge=False, title="vesselseg segment")
+    table.add_column(justify="right", style="bold")
+    table.add_column()
+    table.add_row("done", str(report.done))
+    table.add_row("failed", str(report.failed))
+    table.add_row("skipped", f"{report.skipped} (already done)")
+    if report.remaining:
+        table.add_row("not done", f"{report.remaining} (rerun the same command)")
+    table.add_row("mean vessel density", _fmt(report.mean_density))
+    if config.gt_dir is not None:
+        table.add_row("mean IoU", _fmt(report.mean_iou))
+        table.add_row("mean Dice", _fmt(report.mean_dice))
+    processed = report.done + report.failed
+    if processed and seconds > 0:
+        table.add_row("speed", f"{processed / seconds:.2f} images/s ({seconds:.1f} s)")
+    table.add_row("results", str(config.out / "results.csv"))
+    Console().print(table)
+
+
+def _print_ending(report: Report, err: Console) -> None:
+    if report.fatal:
+        err.print(f"error: {report.fatal}", markup=False)
+    if report.interrupted_by is not None:
+        name = signal.Signals(report.interrupted_by).name
+        err.print(f"stopped by {name}: {report.remaining} image(s) not done; rerun the same command to finish them",
+                  markup=False)
+    elif report.failed:
+        err.print(f"{report.failed} image(s) failed (see the error lines above and the error column of results.csv)",
+                  markup=False)

@@ -1,0 +1,72 @@
+"""The options of ``vesselseg segment``, built once by the CLI and passed down frozen.
+
+No module reads options from anywhere else (no globals, no environment, no hidden paths).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .imageio import DEFAULT_MAX_PIXELS
+from .tiling import TileSpec
+
+#: Defaults measured on a 2-core CPU (see the README's speed section). At the model's scale
+#: DRIVE images are 565x584, CHASE_DB1 584x561 and DRIVE-512 567x567: a 592-pixel tile holds
+#: each whole, so no pixel is predicted twice; smaller tiles (256, 320) cost 1.2-1.5x the
+#: pixels and were slower, and wider photographs get 2 overlapping tiles.
+DEFAULT_TILE_SIZE = 592
+DEFAULT_TILE_OVERLAP = 64
+DEFAULT_BATCH_SIZE = 2
+DEFAULT_WORKERS = 2
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """Everything one ``segment`` run needs besides the engine.
+
+    ``inputs``: files and folders; ``out``: the output folder. ``gt_dir`` / ``fov_dir``:
+    folders of annotations / FOV masks paired by ``vesselcli.pairing`` (``gt_pattern`` names
+    the annotation of an image directly, e.g. ``{stem}_manual1``). ``threshold``: None means
+    the model's own. ``workers``: reader threads and writer threads (each). ``max_pixels``:
+    images decoding to more pixels are refused before decoding.
+    """
+
+    inputs: tuple[Path, ...]
+    out: Path
+    gt_dir: Path | None = None
+    fov_dir: Path | None = None
+    gt_pattern: str | None = None
+    threshold: float | None = None
+    workers: int = DEFAULT_WORKERS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    tile_size: int = DEFAULT_TILE_SIZE
+    tile_overlap: int = DEFAULT_TILE_OVERLAP
+    tta: bool = False
+    save_probabilities: bool = False
+    overlays: bool = True
+    overwrite: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if self.threshold is not None and not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {self.threshold}")
+        if self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be positive, got {self.max_pixels}")
+        self.tile_spec(1)  # validates size, overlap and batch
+
+    def tile_spec(self, multiple: int, fixed: tuple[int, int] | None = None) -> TileSpec:
+        """The tiling for an engine needing sides that are multiples of ``multiple``.
+
+        The tile side is rounded up to the multiple; an engine with one ``fixed`` input size
+        gets that size (square engines only).
+        """
+        size = self.tile_size
+        if fixed is not None:
+            if fixed[0] != fixed[1]:
+                raise ValueError(f"engines with a non-square fixed input {fixed[1]}x{fixed[0]} are not supported")
+            size = fixed[0]
+        size = -(-size // multiple) * multiple
+        overlap = min(self.tile_overlap, size - 1)
+        return TileSpec(size=size, overlap=overlap, batch=self.batch_size)

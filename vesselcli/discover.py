@@ -1,0 +1,198 @@
+"""Finding the input images and naming their outputs, so that no two collide and none escape OUT.
+
+``discover`` walks files and folders (recursively, following symbolic links once, skipping
+hidden names) in a deterministic order. ``assign_names`` gives every image
+
+- ``name``: its path relative to its input root (a folder given on the command line, or the
+  folder of a file given directly), in POSIX form; this is the CSV's ``image`` column. When
+  two roots hold the same relative path, the later ones get ``~2``, ``~3`` ... before the
+  extension, so the column identifies one image.
+- ``key``: the output path without extension. Normally ``name`` without its extension
+  (``sub/01_test.tif`` -> ``sub/01_test``); when several images share that (``a.tif`` and
+  ``a.png`` in one folder), each keeps its full name (``a.tif``, ``a.png``), and any
+  remaining clash gets ``~2``, ``~3`` ... Comparisons ignore case, so the names stay
+  distinct on case-insensitive file systems too.
+
+``OutputPaths`` maps a key to ``OUT/masks/<key>.png``, ``OUT/overlays/<key>.jpg`` and
+``OUT/probabilities/<key>.png`` and refuses any key that could leave OUT.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .imageio import IMAGE_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class Source:
+    """One image file found under an input ``root``; ``rel`` is its POSIX path from the root."""
+
+    path: Path
+    root: Path
+    rel: str
+
+
+@dataclass(frozen=True)
+class Item:
+    """An image to segment: where it is, its CSV ``name`` and its output ``key``."""
+
+    path: Path
+    name: str
+    key: str
+
+
+def is_image_name(name: str) -> bool:
+    """True for names with an image extension (any case), e.g. ``01_TEST.TIF``."""
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def walk_images(root: Path, exclude: Path | None = None) -> list[Path]:
+    """Image files under ``root`` in sorted order; hidden names and ``exclude`` skipped.
+
+    Symbolic links to folders are followed, each real folder once, so a link loop ends.
+    ``exclude`` (a resolved folder, the output folder) is never entered.
+    """
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+
+    def visit(folder: Path) -> None:
+        try:
+            st = folder.stat()
+        except OSError:
+            return
+        if (st.st_dev, st.st_ino) in seen:
+            return
+        seen.add((st.st_dev, st.st_ino))
+        if exclude is not None and _inside(folder.resolve(), exclude):
+            return
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            return
+        for entry in entries:
+            if _is_hidden(entry.name):
+                continue
+            path = folder / entry.name
+            try:
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                visit(path)
+            elif is_image_name(entry.name):
+                # Broken links and unreadable files are kept: reading them gives an error row.
+                found.append(path)
+
+    visit(root)
+    return found
+
+
+def discover(inputs: list[Path], exclude: Path | None = None) -> list[Source]:
+    """Every image of ``inputs`` (files and folders), in the order given, folders sorted.
+
+    A file given directly is its own root (its ``rel`` is its name) and is taken whatever its
+    extension; the same file given twice is taken once.
+    """
+    sources: list[Source] = []
+    taken: set[Path] = set()
+    for given in inputs:
+        given = Path(given)
+        if given.is_dir():
+            for path in walk_images(given, exclude):
+                sources.append(Source(path, given, path.relative_to(given).as_posix()))
+        else:
+            sources.append(Source(given, given.parent, given.name))
+    unique = []
+    for source in sources:
+        marker = Path(os.path.abspath(source.path))
+        if marker not in taken:
+            taken.add(marker)
+            unique.append(source)
+    return unique
+
+
+def _with_suffix_number(name: str, number: int) -> str:
+    """``sub/a.png`` -> ``sub/a~2.png`` (the number goes before the extension)."""
+    path = PurePosixPath(name)
+    return str(path.with_name(f"{path.stem}~{number}{path.suffix}"))
+
+
+def _unique(wanted: str, taken: set[str]) -> str:
+    name, number = wanted, 1
+    while name.casefold() in taken:
+        number += 1
+        name = _with_suffix_number(wanted, number)
+    taken.add(name.casefold())
+    return name
+
+
+def assign_names(sources: list[Source]) -> list[Item]:
+    """Give each source a unique CSV name and a unique output key (see the module docstring)."""
+    taken_names: set[str] = set()
+    names = [_unique(s.rel, taken_names) for s in sources]
+    stems = [str(PurePosixPath(n).with_suffix("")) if PurePosixPath(n).suffix else n for n in names]
+    count: dict[str, int] = {}
+    for stem in stems:
+        count[stem.casefold()] = count.get(stem.casefold(), 0) + 1
+    wanted = [stem if count[stem.casefold()] == 1 else name for stem, name in zip(stems, names)]
+    # Keys that need no change are reserved first, so a renamed one never takes their place.
+    taken_keys = {w.casefold() for w in wanted if count.get(w.casefold(), 0) <= 1}
+    keys: list[str] = []
+    for w, stem in zip(wanted, stems):
+        if count[stem.casefold()] == 1:
+            keys.append(w)
+        else:
+            keys.append(_unique(w, taken_keys))
+    return [Item(s.path, n, k) for s, n, k in zip(sources, names, keys)]
+
+
+class UnsafeNameError(ValueError):
+    """An output key that would be written outside the output folder."""
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Where the outputs of a key go under the output folder ``out``."""
+
+    out: Path
+
+    def _under(self, kind: str, key: str, suffix: str) -> Path:
+        parts = PurePosixPath(key).parts
+        if not parts or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise UnsafeNameError(f"output name {key!r} would leave the output folder")
+        base = self.out / kind
+        path = base.joinpath(*parts[:-1], parts[-1] + suffix)
+        if not _inside(Path(os.path.normpath(path)), Path(os.path.normpath(base))):
+            raise UnsafeNameError(f"output name {key!r} would leave the output folder")
+        return path
+
+    def mask(self, key: str) -> Path:
+        return self._under("masks", key, ".png")
+
+    def overlay(self, key: str) -> Path:
+        return self._under("overlays", key, ".jpg")
+
+    def probability(self, key: str) -> Path:
+        return self._under("probabilities", key, ".png")
+
+    @property
+    def csv(self) -> Path:
+        return self.out / "results.csv"
+
+    @property
+    def lock(self) -> Path:
+        return self.out / ".vesselseg.lock"

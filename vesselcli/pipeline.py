@@ -1,0 +1,283 @@
+"""The streaming ``segment`` pipeline: readers -> tiler + engine -> writers, with bounded queues.
+
+::
+
+    items --> reader threads (decode, FOV, prepare)       --[queue of `workers`]-->
+          --> one batcher thread (tiles of several images per engine batch, blending)
+                                                            --[queue of `workers`]-->
+          --> writer threads (resize back, threshold, metrics, encode, atomic writes, CSV row)
+
+The queues are bounded, so memory holds a fixed number of images however many there are.
+One broken image is one ``error`` row and one call of ``on_result``; the run goes on.
+Setting ``stop`` (the CLI does on SIGINT/SIGTERM) stops taking new images: images already in
+the engine finish and are written, images read but not yet tiled are dropped unwritten, and
+the CSV stays whole. A full or read-only disk stops the run the same way (``Report.fatal``).
+
+Resuming: an image is skipped when its mask exists and results.csv has an ``ok`` row for it;
+every other row of the images redone is dropped from the CSV first, so no image gets two rows.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .config import SegmentConfig
+from .discover import Item, OutputPaths, assign_names, discover, walk_images
+from .engines.base import Engine, sigmoid
+from .lock import OutputLock
+from .pairing import pair_files
+from .report import ImageResult, Report, ResultsWriter, columns, read_rows
+from .stages import Job, Partners, StageError, error_result, finish, load, write
+from .tiling import flip_averaged, stream_tiled
+
+#: errno values that no other image could escape either: the run stops (files written stay).
+FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT})
+_DONE = object()  # end-of-stream marker put by each producer thread
+
+
+class NoImagesError(ValueError):
+    """The inputs hold no image; the message says where it looked."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run will do: the images in order and their paired annotation / FOV files."""
+
+    items: list[Item]
+    partners: dict[Path, Partners]
+    unannotated: list[Item]  # images without an annotation although --gt was given
+
+
+def plan(config: SegmentConfig) -> Plan:
+    """Find the images and pair them; ``NoImagesError`` when there are none."""
+    out = Path(os.path.abspath(config.out))
+    items = assign_names(discover(list(config.inputs), exclude=Path(os.path.realpath(out))))
+    if not items:
+        where = ", ".join(str(p) for p in config.inputs)
+        raise NoImagesError(
+            f"no images found in {where} (looked for {', '.join(sorted(_extensions()))} files, "
+            "any case, in sub-folders too, hidden names skipped); check the path"
+        )
+    paths = [item.path for item in items]
+    truths, truth_errors = _pair(paths, config.gt_dir, config.gt_pattern)
+    fovs, fov_errors = _pair(paths, config.fov_dir, None)
+    partners = {
+        p: Partners(truths.get(p), fovs.get(p), truth_errors.get(p) or fov_errors.get(p, ""))
+        for p in paths
+    }
+    unannotated = [i for i in items if config.gt_dir and i.path not in truths and i.path not in truth_errors]
+    return Plan(items, partners, unannotated)
+
+
+def _extensions() -> set[str]:
+    from .imageio import IMAGE_EXTENSIONS
+
+    return set(IMAGE_EXTENSIONS)
+
+
+def _pair(images: list[Path], folder: Path | None, pattern: str | None) -> tuple[dict[Path, Path], dict[Path, str]]:
+    if folder is None:
+        return {}, {}
+    pairs, _, errors = pair_files(images, walk_images(Path(folder)), pattern)
+    return pairs, errors
+
+
+def _is_done(item: Item, ok_names: set[str], paths: OutputPaths) -> bool:
+    return item.name in ok_names and paths.mask(item.key).is_file()
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete ``.tmp-*`` files a killed run left (we hold the lock: none is being written)."""
+    for folder in ("masks", "overlays", "probabilities"):
+        for root, _, files in os.walk(out / folder):
+            for name in files:
+                if name.startswith(".tmp-"):
+                    try:
+                        os.unlink(os.path.join(root, name))
+                    except OSError:
+                        pass
+
+
+def _predictor(engine: Engine, tta: bool) -> Callable[[np.ndarray], np.ndarray]:
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return sigmoid(engine.infer(batch))
+
+    return flip_averaged(predict) if tta else predict
+
+
+def run(
+    config: SegmentConfig,
+    the_plan: Plan,
+    engine: Engine,
+    stop: threading.Event | None = None,
+    on_start: Callable[[Report], None] | None = None,
+    on_result: Callable[[ImageResult], None] | None = None,
+) -> Report:
+    """Segment the planned images into ``config.out``; returns the run's ``Report``.
+
+    Raises ``LockedError`` when another run holds the output folder, ``CsvMismatchError``
+    when an existing results.csv has other columns, ``OSError`` when the output folder
+    cannot be created. ``on_start`` sees the report once the images to skip are known;
+    ``on_result`` is called (from worker threads, one call at a time) for every image done.
+    """
+    stop = stop or threading.Event()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = OutputPaths(out)
+    with OutputLock(paths.lock):
+        _remove_stale_temporaries(out)
+        header = columns(config.gt_dir is not None)
+        rows = [] if config.overwrite else read_rows(paths.csv, header)
+        ok_names = {r["image"] for r in rows if r.get("status") == "ok"}
+        todo = [i for i in the_plan.items if config.overwrite or not _is_done(i, ok_names, paths)]
+        redo = {i.name for i in todo}
+        kept = list({r["image"]: r for r in rows if r["image"] not in redo}.values())
+        report = Report(total=len(the_plan.items), skipped=len(the_plan.items) - len(todo))
+        if on_start is not None:
+            on_start(report)
+        writer = ResultsWriter(paths.csv, header, kept)
+        try:
+            _Run(config, the_plan, engine, stop, paths, writer, report, on_result).go(todo)
+        finally:
+            writer.close()
+    return report
+
+
+class _Run:
+    """The threads of one run and what they share."""
+
+    def __init__(self, config, the_plan, engine, stop, paths, writer, report, on_result) -> None:
+        self.config: SegmentConfig = config
+        self.plan: Plan = the_plan
+        self.engine: Engine = engine
+        self.stop: threading.Event = stop
+        self.paths: OutputPaths = paths
+        self.writer: ResultsWriter = writer
+        self.report: Report = report
+        self.on_result = on_result
+        self.threshold = config.threshold if config.threshold is not None else float(engine.info.threshold)
+        self.spec = config.tile_spec(engine.info.tile_multiple, engine.info.fixed_tile)
+        self.prepared: queue.Queue = queue.Queue(maxsize=config.workers)
+        self.predicted: queue.Queue = queue.Queue(maxsize=config.workers)
+        self.items: queue.SimpleQueue = queue.SimpleQueue()
+        self._record_lock = threading.Lock()
+        self._readers_left = config.workers  # end markers the batcher still waits for
+
+    def go(self, todo: list[Item]) -> None:
+        for item in todo:
+            self.items.put(item)
+        workers = self.config.workers
+        threads = [threading.Thread(target=self._reader, name=f"reader-{i}", daemon=True) for i in range(workers)]
+        threads.append(threading.Thread(target=self._batcher, name="batcher", daemon=True))
+        threads += [threading.Thread(target=self._writer, name=f"writer-{i}", daemon=True) for i in range(workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            # Short joins keep the main thread free to run signal handlers promptly.
+            while t.is_alive():
+                t.join(timeout=0.2)
+
+    # -- shared --------------------------------------------------------------------------
+    def _record(self, result: ImageResult) -> None:
+        with self._record_lock:
+            if self.report.fatal:
+                return
+            try:
+                self.writer.append(result)
+            except OSError as exc:
+                self._fail_run(f"cannot write {self.paths.csv}: {exc.strerror or exc}")
+                return
+            self.report.add(result)
+            if self.on_result is not None:
+                self.on_result(result)
+
+    def _fail_run(self, message: str) -> None:
+        if not self.report.fatal:
+            self.report.fatal = message
+        self.stop.set()
+
+    # -- stage 1: readers ----------------------------------------------------------------
+    def _reader(self) -> None:
+        pre = self.engine.info.preprocessing
+        try:
+            while not self.stop.is_set():
+                try:
+                    item = self.items.get_nowait()
+                except queue.Empty:
+                    break
+                started = time.perf_counter()
+                try:
+                    job = load(item, self.plan.partners[item.path], pre, self.config.max_pixels)
+                except StageError as exc:
+                    self._record(error_result(item, str(exc), started))
+                    continue
+                except Exception as exc:  # noqa: BLE001 - one image must not stop the run
+                    self._record(error_result(item, _one_line(exc), started))
+                    continue
+                self.prepared.put(job)
+        finally:
+            self.prepared.put(_DONE)
+
+    # -- stage 2: tiling and inference -----------------------------------------------------
+    def _jobs(self) -> Iterator[tuple[Job, np.ndarray]]:
+        while self._readers_left:
+            job = self.prepared.get()
+            if job is _DONE:
+                self._readers_left -= 1
+                continue
+            if self.stop.is_set():
+                continue  # dropped unwritten: the next run does it
+            network_input, job.network_input = job.network_input, None
+            yield job, network_input
+
+    def _batcher(self) -> None:
+        try:
+            for job, probability, error in stream_tiled(self._jobs(), _predictor(self.engine, self.config.tta), self.spec):
+                if error is not None:
+                    self._record(error_result(job.item, f"inference failed: {_one_line(error)}", job.started))
+                else:
+                    self.predicted.put((job, probability[0]))
+        except Exception as exc:  # noqa: BLE001 - a broken engine stops the run, it must not hang it
+            self._fail_run(f"the engine stopped working: {_one_line(exc)}")
+            for _ in self._jobs():  # drain, so that readers blocked on the queue can finish
+                pass
+        finally:
+            for _ in range(self.config.workers):
+                self.predicted.put(_DONE)
+
+    # -- stage 3: writers ------------------------------------------------------------------
+    def _writer(self) -> None:
+        while True:
+            entry = self.predicted.get()
+            if entry is _DONE:
+                return
+            job, probability = entry
+            if self.report.fatal:
+                continue
+            try:
+                mask, result = finish(job, probability, self.threshold)
+                write(job, mask, self.paths, self.config.overlays, self.config.save_probabilities)
+            except OSError as exc:
+                if exc.errno in FATAL_ERRNOS:
+                    self._fail_run(f"cannot write into {self.paths.out}: {exc.strerror}; free space or "
+                                   "choose another --out, then rerun to finish the rest")
+                    continue
+                result = error_result(job.item, f"cannot write outputs: {exc.strerror or exc}", job.started)
+            except Exception as exc:  # noqa: BLE001 - one image must not stop the run
+                result = error_result(job.item, _one_line(exc), job.started)
+            else:
+                result = replace(result, seconds=time.perf_counter() - job.started)
+            self._record(result)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__

@@ -1,0 +1,196 @@
+"""``results.csv`` and the run's tally.
+
+One row per input image, written and flushed as each image finishes, so an interrupted run
+leaves a CSV whose every line is whole. Columns (``columns``): ``image``, ``width``,
+``height``, ``fov_pixels``, ``vessel_pixels``, ``vessel_density``, then with ground truth
+``iou``, ``dice``, ``sensitivity``, ``specificity``, ``accuracy``, ``auc``, then ``seconds``,
+``status`` (``ok`` / ``error``) and ``error``. Figures the image has not got (an error row,
+an image without an annotation, an AUC of an annotation with no vessel) are left empty.
+
+``Report`` counts what a run did; the CLI's exit code is derived from it.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from .imageio import write_atomic
+
+BASE_COLUMNS = ("image", "width", "height", "fov_pixels", "vessel_pixels", "vessel_density")
+GT_COLUMNS = ("iou", "dice", "sensitivity", "specificity", "accuracy", "auc")
+TAIL_COLUMNS = ("seconds", "status", "error")
+
+
+def columns(with_truth: bool) -> tuple[str, ...]:
+    """The CSV header of a run with or without ground truth."""
+    return BASE_COLUMNS + (GT_COLUMNS if with_truth else ()) + TAIL_COLUMNS
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """What became of one image (``status`` ``ok`` or ``error``)."""
+
+    image: str
+    status: str
+    seconds: float
+    width: int | None = None
+    height: int | None = None
+    fov_pixels: int | None = None
+    vessel_pixels: int | None = None
+    figures: dict[str, float] | None = None  # GT_COLUMNS -> value, when ground truth was scored
+    error: str = ""
+
+    @property
+    def vessel_density(self) -> float | None:
+        if self.vessel_pixels is None or not self.fov_pixels:
+            return None
+        return self.vessel_pixels / self.fov_pixels
+
+    def row(self) -> dict[str, str]:
+        """The CSV cells of this result (every column of ``columns(True)``)."""
+        def number(value: float | None, digits: int = 6) -> str:
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                return ""
+            return f"{value:.{digits}f}"
+
+        cells = {
+            "image": self.image,
+            "width": "" if self.width is None else str(self.width),
+            "height": "" if self.height is None else str(self.height),
+            "fov_pixels": "" if self.fov_pixels is None else str(self.fov_pixels),
+            "vessel_pixels": "" if self.vessel_pixels is None else str(self.vessel_pixels),
+            "vessel_density": number(self.vessel_density),
+            "seconds": number(self.seconds, 3),
+            "status": self.status,
+            "error": " ".join(self.error.split()),  # one line, whatever the message held
+        }
+        for name in GT_COLUMNS:
+            cells[name] = number((self.figures or {}).get(name))
+        return cells
+
+
+class CsvMismatchError(ValueError):
+    """An existing results.csv has other columns than this run would write."""
+
+
+def read_rows(path: Path, expected: tuple[str, ...]) -> list[dict[str, str]]:
+    """Rows of an existing results file; [] when there is none.
+
+    A last line without its newline (a write cut short by a crash) is ignored, so is any row
+    with the wrong number of cells. ``CsvMismatchError`` when the header differs from
+    ``expected`` (the previous run had ground truth and this one not, or the reverse).
+    """
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return []
+    if not text:
+        return []
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None:
+        return []
+    if tuple(header) != expected:
+        raise CsvMismatchError(
+            f"{path} has the columns {','.join(header)} but this run writes {','.join(expected)} "
+            "(ground truth given in one run and not the other); pass --overwrite to start it afresh "
+            "or choose another --out"
+        )
+    return [dict(zip(header, cells)) for cells in reader if len(cells) == len(header)]
+
+
+def _line(cells: list[str]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(cells)
+    return buffer.getvalue()
+
+
+class ResultsWriter:
+    """Appends rows to results.csv, one whole line per write, flushed at once; thread-safe.
+
+    Opening rewrites the file atomically with the header and the ``kept`` rows of an earlier
+    run (the rows of images this run redoes are dropped, so no image has two rows).
+    """
+
+    def __init__(self, path: Path, header: tuple[str, ...], kept: list[dict[str, str]]) -> None:
+        self.path = path
+        self.header = header
+        text = _line(list(header)) + "".join(_line([row.get(c, "") for c in header]) for row in kept)
+        write_atomic(path, text.encode("utf-8"))
+        self._lock = threading.Lock()
+        self._file: TextIO = open(path, "a", encoding="utf-8", newline="")
+
+    def append(self, result: ImageResult) -> None:
+        cells = result.row()
+        line = _line([cells[c] for c in self.header])
+        with self._lock:
+            self._file.write(line)
+            self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.close()
+
+
+@dataclass
+class Report:
+    """The tally of a run: images done, failed and skipped (already done before)."""
+
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    interrupted_by: int | None = None  # the signal number that stopped the run
+    fatal: str = ""  # why the run stopped early on its own (disk full, engine gone)
+    densities: list[float] = field(default_factory=list, repr=False)
+    ious: list[float] = field(default_factory=list, repr=False)
+    dices: list[float] = field(default_factory=list, repr=False)
+
+    def add(self, result: ImageResult) -> None:
+        if result.status == "ok":
+            self.done += 1
+            if result.vessel_density is not None:
+                self.densities.append(result.vessel_density)
+            if result.figures:
+                self.ious.append(result.figures["iou"])
+                self.dices.append(result.figures["dice"])
+        else:
+            self.failed += 1
+
+    @property
+    def remaining(self) -> int:
+        return self.total - self.done - self.failed - self.skipped
+
+    @staticmethod
+    def _mean(values: list[float]) -> float | None:
+        return sum(values) / len(values) if values else None
+
+    @property
+    def mean_density(self) -> float | None:
+        return self._mean(self.densities)
+
+    @property
+    def mean_iou(self) -> float | None:
+        return self._mean(self.ious)
+
+    @property
+    def mean_dice(self) -> float | None:
+        return self._mean(self.dices)
+
+    @property
+    def exit_code(self) -> int:
+        """0 every image succeeded; 1 some failed or the run stopped early; 128+N on signal N."""
+        if self.interrupted_by is not None:
+            return 128 + self.interrupted_by
+        if self.failed or self.fatal or self.remaining:
+            return 1
+        return 0

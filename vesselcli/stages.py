@@ -1,0 +1,134 @@
+"""The per-image stages of ``segment``, as plain functions the pipeline's threads call.
+
+1. ``load``: read the image (EXIF orientation applied), its annotation and FOV mask if any,
+   detect the FOV otherwise, and ``prepare`` the network input at the model's scale.
+2. (the pipeline tiles the input through the engine: a probability map at model scale)
+3. ``finish``: bring the probability back to the image's size, threshold it, keep it inside
+   the FOV and measure it (inside the FOV) against the annotation.
+4. ``write``: encode and write the mask, overlay and probability map atomically.
+
+Every error a person can act on is raised as ``StageError`` with a one-line message.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import metrics
+from .discover import Item, OutputPaths
+from .fov import detect_fov
+from .imageio import ImageReadError, encode_jpeg, encode_png, read_image, read_mask, write_atomic
+from .overlay import overlay
+from .preprocess import Preprocessing, prepare, resize_image
+from .report import GT_COLUMNS, ImageResult
+
+
+class StageError(ValueError):
+    """One image cannot be segmented; the message is one line for a person."""
+
+
+@dataclass
+class Job:
+    """One image on its way through the pipeline.
+
+    ``rgb``: ``(H, W, 3) uint8``; ``fov`` and ``truth``: ``(H, W) bool``; ``network_input``:
+    ``(1, h, w) float32`` at model scale (dropped once tiled); ``probability``: ``(H, W)
+    float32`` once predicted; ``started``: ``time.perf_counter()`` when reading began.
+    """
+
+    item: Item
+    started: float
+    rgb: np.ndarray
+    fov: np.ndarray
+    truth: np.ndarray | None
+    network_input: np.ndarray | None
+    probability: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Partners:
+    """Annotation and FOV files paired with an image (None when it has none)."""
+
+    truth: Path | None = None
+    fov: Path | None = None
+    error: str = ""  # an ambiguous pairing: the image fails with this message
+
+
+def _size_text(shape: tuple[int, ...]) -> str:
+    return f"{shape[1]}x{shape[0]}"
+
+
+def _read_partner(path: Path, shape: tuple[int, int], what: str, max_pixels: int) -> np.ndarray:
+    try:
+        mask = read_mask(path, max_pixels)
+    except ImageReadError as exc:
+        raise StageError(f"{what} {path.name}: {exc}") from None
+    if mask.shape != shape:
+        raise StageError(
+            f"{what} {path.name} is {_size_text(mask.shape)} but the image is {_size_text(shape)}; "
+            f"pair each image with a {what} of its own size"
+        )
+    return mask
+
+
+def load(item: Item, partners: Partners, pre: Preprocessing, max_pixels: int) -> Job:
+    """Read and prepare one image; ``StageError`` when it cannot be."""
+    started = time.perf_counter()
+    if partners.error:
+        raise StageError(partners.error)
+    try:
+        rgb = read_image(item.path, max_pixels)
+    except ImageReadError as exc:
+        raise StageError(str(exc)) from None
+    shape = rgb.shape[:2]
+    truth = _read_partner(partners.truth, shape, "annotation", max_pixels) if partners.truth else None
+    fov = _read_partner(partners.fov, shape, "FOV mask", max_pixels) if partners.fov else detect_fov(rgb)
+    network_input, _ = prepare(rgb, fov, pre)
+    return Job(item, started, rgb, fov, truth, network_input)
+
+
+def finish(job: Job, model_probability: np.ndarray, threshold: float) -> tuple[np.ndarray, ImageResult]:
+    """Probability at model scale ``(h, w) float32`` -> (mask ``(H, W) bool``, result row).
+
+    Also stores the original-size probability in ``job.probability``.
+    """
+    height, width = job.rgb.shape[:2]
+    probability = np.clip(resize_image(model_probability.astype(np.float32), (height, width)), 0.0, 1.0)
+    job.probability = probability
+    mask = (probability >= threshold) & job.fov
+    figures = None
+    if job.truth is not None:
+        counts = metrics.confusion(mask, job.truth, job.fov)
+        summary = metrics.summary(counts)
+        figures = {name: summary[name] for name in GT_COLUMNS if name in summary}
+        figures["auc"] = metrics.roc_auc(probability, job.truth, job.fov)
+    result = ImageResult(
+        image=job.item.name,
+        status="ok",
+        seconds=0.0,
+        width=width,
+        height=height,
+        fov_pixels=int(np.count_nonzero(job.fov)),
+        vessel_pixels=int(np.count_nonzero(mask)),
+        figures=figures,
+    )
+    return mask, result
+
+
+def write(job: Job, mask: np.ndarray, paths: OutputPaths, overlays: bool, probabilities: bool) -> None:
+    """Write the mask (0/255 PNG), the overlay (JPEG) and the probability map (8-bit PNG)."""
+    key = job.item.key
+    write_atomic(paths.mask(key), encode_png(mask.astype(np.uint8) * 255))
+    if overlays:
+        write_atomic(paths.overlay(key), encode_jpeg(overlay(job.rgb, mask, job.fov, job.truth)))
+    if probabilities and job.probability is not None:
+        write_atomic(paths.probability(key), encode_png((job.probability * 255.0 + 0.5).astype(np.uint8)))
+
+
+def error_result(item: Item, message: str, started: float | None = None) -> ImageResult:
+    """The ``error`` row of an image."""
+    seconds = time.perf_counter() - started if started is not None else 0.0
+    return ImageResult(image=item.name, status="error", seconds=seconds, error=message)
