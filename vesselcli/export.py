@@ -23,6 +23,7 @@ import numpy as np
 
 from . import __version__
 from .engines.base import ModelInfo, sigmoid
+from .engines.errors import ModelError
 from .engines.metadata import info_from_checkpoint, info_to_metadata
 from .preprocess import Preprocessing, prepare
 
@@ -89,10 +90,12 @@ def export_onnx(checkpoint: Path, out: Path, *, opset: int = OPSET, tile: int = 
 
     from .checkpoint import load_model
 
+    if not Path(checkpoint).is_file():
+        raise ModelError(f"checkpoint {checkpoint} does not exist")
     try:
         model, ckpt = load_model(checkpoint)
     except ValueError as exc:
-        raise ExportError(str(exc)) from None
+        raise ModelError(str(exc)) from None
     info = info_from_checkpoint(ckpt)
     depth = int(info.model_args["depth"])
     if info.model_args.get("padding") == "same":
@@ -225,3 +228,105 @@ def check_parity(
         lines = "; ".join(f"{c.name}: max |logit diff| {c.max_abs_diff:.2e} (limit {atol:.0e}), Dice {c.dice:.5f} (floor {min_dice})" for c in bad)
         raise ParityError(f"ONNX Runtime and PyTorch disagree on {onnx_path.name}: {lines}")
     return parity
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What ``vesselseg export`` was asked to do (built by the CLI)."""
+
+    checkpoint: Path
+    out_dir: Path
+    name: str
+    tile: int = 256
+    opset: int = OPSET
+    drive_root: Path | None = None
+    tensorrt: bool = True
+    fp16: bool = True
+    tile_min: int = 64
+    tile_max: int = 1024
+    batch_max: int = 16
+    device: str = "cuda:0"
+    update_shipped: Path | None = None
+
+
+@dataclass
+class ExportReport:
+    onnx: Path
+    info: ModelInfo
+    parity: Parity
+    real_tiles: str
+    shipped: Path | None = None
+    plan: Path | None = None
+    plan_dice: float | None = None
+    tensorrt: str = ""
+
+
+def export_checkpoint(config: ExportConfig, say=print) -> ExportReport:
+    """ONNX export, parity check (random and real DRIVE tiles), then the TensorRT step.
+
+    Nothing is written under the final names unless its check passed. Raises ``ModelError``
+    for an unusable checkpoint and ``ExportError`` when a check fails.
+    """
+    out = Path(config.out_dir) / f"{config.name}.onnx"
+    tmp = out.with_name(f".check-{out.name}")
+    say(f"exporting {config.checkpoint} to ONNX (opset {config.opset})")
+    info = export_onnx(config.checkpoint, tmp, opset=config.opset, tile=config.tile)
+    batches = random_batches(info, config.tile)
+    tile = info.fixed_tile[0] if info.fixed_tile else config.tile
+    tiles, real = _real_tiles(config.drive_root, info.preprocessing, tile)
+    if tiles is not None:
+        batches[f"DRIVE test tiles {tile}x{tile}"] = tiles
+    try:
+        say("checking ONNX Runtime against PyTorch")
+        parity = check_parity(tmp, config.checkpoint, batches)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, out)
+    report = ExportReport(out, info, parity, real)
+    if config.update_shipped is not None:
+        _copy_atomic(out, config.update_shipped)
+        report.shipped = config.update_shipped
+    report.tensorrt = _tensorrt_step(config, report, tiles if tiles is not None else batches[next(iter(batches))], say)
+    return report
+
+
+def _real_tiles(drive_root: Path | None, pre: Preprocessing, tile: int) -> tuple[np.ndarray | None, str]:
+    if drive_root is None or not (Path(drive_root) / "test" / "images").is_dir():
+        return None, f"skipped: DRIVE not found at {drive_root} (pass --data DIR holding DRIVE/, or set VESSELSEG_DATA)"
+    tiles = drive_tiles(Path(drive_root), pre, tile)
+    return tiles, f"{len(tiles)} tiles of {tile}x{tile} from DRIVE test images"
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".tmp-{target.name}")
+    tmp.write_bytes(Path(source).read_bytes())
+    os.replace(tmp, target)
+
+
+def _tensorrt_step(config: ExportConfig, report: ExportReport, tiles: np.ndarray, say) -> str:
+    """Build and validate a TensorRT plan, or say plainly why the step was skipped."""
+    if not config.tensorrt:
+        return "skipped: --onnx-only was given"
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "skipped: the tensorrt package is not installed (on an NVIDIA GPU machine: pip install 'vesselseg[tensorrt]')"
+    from .engines.select import nvidia_gpu_present
+    from .export_tensorrt import MIN_DICE as PLAN_MIN_DICE, Profile, build_plan, validate_plan
+
+    if not nvidia_gpu_present():
+        return "skipped: no NVIDIA GPU driver found on this machine"
+    profile = Profile(config.tile, config.tile_min, config.tile_max, min(8, config.batch_max), config.batch_max)
+    for fp16 in ((True, False) if config.fp16 else (False,)):
+        plan = build_plan(report.onnx, config.out_dir, profile, fp16=fp16, device=config.device, say=say)
+        dice = validate_plan(plan, report.onnx, tiles)
+        if dice >= PLAN_MIN_DICE:
+            report.plan, report.plan_dice = plan, dice
+            return f"built {plan.name}; masks vs ONNX Runtime FP32: Dice {dice:.4f}"
+        say(f"rejected {plan.name}: masks vs ONNX Runtime FP32 Dice {dice:.4f} < {PLAN_MIN_DICE}")
+        plan.unlink(missing_ok=True)
+        plan.with_suffix(".json").unlink(missing_ok=True)
+    raise ExportError("no TensorRT engine matched ONNX Runtime FP32 (Dice < 0.99 in FP16 and FP32); the ONNX model is kept")

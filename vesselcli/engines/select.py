@@ -131,8 +131,15 @@ def _candidates(path: Path, checkpoint: Path | None, device: str) -> list[_Candi
         elif device == "auto" or device.startswith("cuda"):
             out.append(Attempt("torch", cuda, str(path), "skipped", "needs a .pt checkpoint (given an ONNX model)"))
     if not device.startswith("cuda"):
-        out.append(_Candidate("onnxruntime", "cpu", path, "CPU, all cores, full graph optimisation"))
+        out.append(_Candidate("onnxruntime", "cpu", path, f"CPU with {_cores()} threads and full graph optimisation"))
     return out
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _plan_source(plan: Path) -> Path | None:

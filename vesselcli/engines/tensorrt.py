@@ -47,9 +47,17 @@ def plan_name(model: str, gpu: str, compute_capability: str, tensorrt: str, prec
     >>> plan_name("default", "NVIDIA H100 80GB HBM3", "9.0", "10.3.0", "fp16")
     'default-nvidia-h100-80gb-hbm3-sm90-trt10.3.0-fp16.plan'
     """
+    return f"{model}-{_machine(gpu, compute_capability, tensorrt)}-{precision}.plan"
+
+
+def timing_cache_name(identity: dict[str, str]) -> str:
+    """``timing-<gpu>-sm<cc>-trt<ver>.cache``: TensorRT's tactic timings, reused by later builds."""
+    return f"timing-{_machine(identity['gpu'], identity['compute_capability'], identity['tensorrt'])}.cache"
+
+
+def _machine(gpu: str, compute_capability: str, tensorrt: str) -> str:
     gpu_slug = re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-") or "gpu"
-    cc = compute_capability.replace(".", "")
-    return f"{model}-{gpu_slug}-sm{cc}-trt{tensorrt}-{precision}.plan"
+    return f"{gpu_slug}-sm{compute_capability.replace('.', '')}-trt{tensorrt}"
 
 
 def side_path(plan: Path) -> Path:
