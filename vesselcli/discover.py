@@ -150,7 +150,7 @@ def assign_names(sources: list[Source]) -> list[Item]:
         count[stem.casefold()] = count.get(stem.casefold(), 0) + 1
     wanted = [stem if count[stem.casefold()] == 1 else name for stem, name in zip(stems, names)]
     # Keys that need no change are reserved first, so a renamed one never takes their place.
-    taken_keys = {w.casefold() for w in wanted if count.get(w.casefold(), 0) <= 1}
+    taken_keys = {stem.casefold() for stem in stems if count[stem.casefold()] == 1}
     keys: list[str] = []
     for w, stem in zip(wanted, stems):
         if count[stem.casefold()] == 1:

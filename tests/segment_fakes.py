@@ -1,0 +1,63 @@
+"""Test doubles for ``segment``: a numpy engine and synthetic fundus photographs.
+
+``DarkIsVessel`` calls a pixel vessel when its network input (the standardised green
+channel) is dark, which is what vessels are: the pipeline's geometry, FOV handling and
+output writing can be tested without a trained model, fast and deterministically.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from vesselcli.engines.base import ModelInfo
+from vesselcli.preprocess import Preprocessing
+
+
+class DarkIsVessel:
+    """An ``Engine``: logits = -4 x (dark is vessel), threshold 0.5; records batch shapes."""
+
+    name = "fake"
+    device = "cpu"
+
+    def __init__(self, fov_diameter: float = 120.0, tile_multiple: int = 8, on_infer=None) -> None:  # noqa: ANN001
+        self.info = ModelInfo(Preprocessing(fov_diameter=fov_diameter), 0.5, {"fake": True}, tile_multiple)
+        self.batches: list[tuple[int, ...]] = []
+        self.on_infer = on_infer
+        self.closed = False
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        self.batches.append(batch.shape)
+        if self.on_infer is not None:
+            self.on_infer(len(self.batches))
+        return (-4.0 * batch[:, :1]).astype(np.float32)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def fundus(height: int = 96, width: int = 110, seed: int = 0) -> np.ndarray:
+    """``(H, W, 3) uint8`` RGB: a lit disc on black with a few dark vessel-like lines."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    radius = 0.45 * min(height, width)
+    disc = (yy - height / 2) ** 2 + (xx - width / 2) ** 2 <= radius**2
+    rgb = np.zeros((height, width, 3), np.uint8)
+    rgb[disc] = (200, 110, 60)
+    for _ in range(4):
+        row = int(rng.integers(height // 4, 3 * height // 4))
+        rgb[row : row + 2, :, :][disc[row : row + 2]] = (120, 40, 20)
+    return rgb
+
+
+def write_fundus(path: Path, height: int = 96, width: int = 110, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(fundus(height, width, seed)).save(path)
+    return path
+
+
+def write_mask(path: Path, mask: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(path)
+    return path

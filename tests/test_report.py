@@ -1,0 +1,102 @@
+"""results.csv: exact columns, whole rows, round trips, resume reading; exit codes from the tally."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vesselcli.report import CsvMismatchError, ImageResult, Report, ResultsWriter, columns, read_rows
+
+
+def test_columns_are_exactly_those_of_the_issue() -> None:
+    assert columns(False) == ("image", "width", "height", "fov_pixels", "vessel_pixels", "vessel_density",
+                              "seconds", "status", "error")
+    assert columns(True) == ("image", "width", "height", "fov_pixels", "vessel_pixels", "vessel_density",
+                             "iou", "dice", "sensitivity", "specificity", "accuracy", "auc",
+                             "seconds", "status", "error")
+
+
+def ok(name: str, **figures: float) -> ImageResult:
+    return ImageResult(name, "ok", 1.25, 565, 584, 1000, 120, figures or None)
+
+
+def test_a_row_holds_density_figures_and_a_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    writer = ResultsWriter(path, columns(True), [])
+    writer.append(ok("a.png", iou=0.5, dice=2 / 3, sensitivity=1.0, specificity=0.9, accuracy=0.95, auc=float("nan")))
+    writer.append(ImageResult("b, \"odd\".png", "error", 0.01, error="broken\nfile:\tdamaged"))
+    writer.close()
+    rows = list(csv.DictReader(path.open(newline="")))
+    assert rows[0]["vessel_density"] == "0.120000" and rows[0]["dice"] == "0.666667" and rows[0]["auc"] == ""
+    assert rows[0]["status"] == "ok" and rows[0]["error"] == ""
+    assert rows[1]["image"] == "b, \"odd\".png" and rows[1]["width"] == "" and rows[1]["iou"] == ""
+    assert rows[1]["error"] == "broken file: damaged" and rows[1]["status"] == "error"
+    assert path.read_text().count("\n") == 3
+
+
+def test_each_row_is_on_disk_as_soon_as_it_is_appended(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    writer = ResultsWriter(path, columns(False), [])
+    writer.append(ok("a.png"))
+    assert [r["image"] for r in read_rows(path, columns(False))] == ["a.png"]  # before close
+    writer.close()
+
+
+def test_a_torn_last_line_and_short_rows_are_ignored_when_resuming(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    header = ",".join(columns(False))
+    path.write_text(f"{header}\na.png,565,584,1000,120,0.12,1.0,ok,\nshort,row\nb.png,565,584,10")
+    assert [r["image"] for r in read_rows(path, columns(False))] == ["a.png"]
+
+
+def test_a_csv_of_a_run_with_other_columns_is_refused_with_advice(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    ResultsWriter(path, columns(True), []).close()
+    with pytest.raises(CsvMismatchError, match="--overwrite"):
+        read_rows(path, columns(False))
+    assert read_rows(tmp_path / "none.csv", columns(False)) == []
+
+
+text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r"), max_size=20)
+
+
+@settings(max_examples=150, deadline=None)
+@given(names=st.lists(text.filter(lambda s: s.strip() == s and s), min_size=1, max_size=6, unique=True),
+       errors=st.lists(text, min_size=6, max_size=6), kept=st.integers(0, 6))
+def test_rows_round_trip_through_the_file(tmp_path_factory, names, errors, kept) -> None:
+    path = tmp_path_factory.mktemp("csv") / "results.csv"
+    header = columns(True)
+    old = [ImageResult(n, "error", 0.5, error=e).row() for n, e in zip(names, errors)][:kept]
+    writer = ResultsWriter(path, header, old)
+    fresh = [ok(f"new-{n}", iou=0.25, dice=0.4, sensitivity=0.5, specificity=0.75, accuracy=0.8, auc=0.9) for n in names]
+    for result in fresh:
+        writer.append(result)
+    writer.close()
+    back = read_rows(path, header)
+    assert back == old + [r.row() for r in fresh]
+
+
+@pytest.mark.parametrize(("tally", "code"), [
+    (dict(total=3, done=3), 0),
+    (dict(total=3, done=1, skipped=2), 0),
+    (dict(total=3, done=2, failed=1), 1),
+    (dict(total=3, done=2), 1),  # one never done: the run stopped early
+    (dict(total=3, done=3, fatal="disk full"), 1),
+    (dict(total=3, done=1, interrupted_by=2), 130),
+    (dict(total=3, done=1, interrupted_by=15), 143),
+])
+def test_the_exit_code_follows_the_tally(tally, code) -> None:
+    assert Report(**tally).exit_code == code
+
+
+def test_the_report_means_only_count_images_done() -> None:
+    report = Report(total=3)
+    report.add(ok("a", iou=0.5, dice=0.6, sensitivity=1, specificity=1, accuracy=1, auc=1))
+    report.add(ok("b", iou=0.7, dice=0.8, sensitivity=1, specificity=1, accuracy=1, auc=1))
+    report.add(ImageResult("c", "error", 0.0, error="x"))
+    assert (report.done, report.failed, report.remaining) == (2, 1, 0)
+    assert report.mean_iou == pytest.approx(0.6) and report.mean_dice == pytest.approx(0.7)
+    assert report.mean_density == pytest.approx(0.12)
