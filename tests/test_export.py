@@ -63,7 +63,7 @@ def test_onnxruntime_matches_torch_on_real_drive_tiles(models, name, drive_root)
     info = open_engine(onnx, device="cpu").info
     tile = info.fixed_tile[0] if info.fixed_tile else 128
     tiles = drive_tiles(drive_root, info.preprocessing, tile)
-    assert tiles.shape == (8, 1, tile, tile) and tiles.std() > 0.5  # real, standardised images
+    assert tiles.shape[0] >= 8 and tiles.shape[1:] == (1, tile, tile) and tiles.std() > 0.5  # real, standardised images
     parity = check_parity(onnx, checkpoint, {"drive": tiles})
     assert parity.max_abs_diff <= LOGIT_ATOL and parity.min_case_dice >= MIN_DICE
 

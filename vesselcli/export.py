@@ -25,6 +25,7 @@ from . import __version__
 from .engines.base import ModelInfo, sigmoid
 from .engines.errors import ModelError
 from .engines.metadata import info_from_checkpoint, info_to_metadata
+from .config import DEFAULT_TILE_SIZE
 from .preprocess import Preprocessing, prepare
 
 OPSET = 18
@@ -80,7 +81,7 @@ def mask_dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
-def export_onnx(checkpoint: Path, out: Path, *, opset: int = OPSET, tile: int = 256) -> ModelInfo:
+def export_onnx(checkpoint: Path, out: Path, *, opset: int = OPSET, tile: int = DEFAULT_TILE_SIZE) -> ModelInfo:
     """Write ``checkpoint`` as an ONNX model at ``out`` (atomically) and return its ``ModelInfo``.
 
     ``tile``: the fixed input size for valid-convolution models (ignored for 'same' models).
@@ -168,12 +169,13 @@ def random_batches(info: ModelInfo, tile: int, seed: int = 0) -> dict[str, np.nd
     return {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
 
 
-def drive_tiles(drive_root: Path, pre: Preprocessing, tile: int, images: int = 2) -> np.ndarray:
-    """Real network inputs: ``(4 * images, 1, tile, tile) float32`` tiles of DRIVE test images.
+def drive_tiles(drive_root: Path, pre: Preprocessing, tile: int, images: int = 4) -> np.ndarray:
+    """Real network inputs: ``(N, 1, tile, tile) float32`` tiles of the first DRIVE test images.
 
-    Each image goes through ``preprocess.prepare`` (the inference path); tiles are taken at
-    the centre, the optic-disc side and two FOV-edge corners, so they hold thick and thin
-    vessels, the disc and the FOV border.
+    Each image goes through ``preprocess.prepare`` (the inference path) and is zero-padded if
+    smaller than a tile; tiles are taken at the centre and at three FOV-edge corners (fewer
+    when the image is barely larger than a tile), so they hold thick and thin vessels, the
+    optic disc and the FOV border.
     """
     from .imageio import read_image, read_mask
 
@@ -186,10 +188,10 @@ def drive_tiles(drive_root: Path, pre: Preprocessing, tile: int, images: int = 2
         rgb = read_image(path)
         fov = read_mask(root / "mask" / path.name.replace("_test.tif", "_test_mask.gif"))
         x, _ = prepare(rgb, fov, pre)
-        if min(x.shape[1:]) < tile:
-            x = np.pad(x, ((0, 0), (0, max(0, tile - x.shape[1])), (0, max(0, tile - x.shape[2]))))
+        x = np.pad(x, ((0, 0), (0, max(0, tile - x.shape[1])), (0, max(0, tile - x.shape[2]))))
         h, w = x.shape[1:]
-        for top, left in ((h - tile) // 2, (w - tile) // 2), (0, 0), (h - tile, 0), ((h - tile) // 2, w - tile):
+        corners = {((h - tile) // 2, (w - tile) // 2), (0, 0), (h - tile, 0), ((h - tile) // 2, w - tile)}
+        for top, left in sorted(corners):
             tiles.append(x[:, top : top + tile, left : left + tile])
     return np.stack(tiles).astype(np.float32)
 
@@ -237,7 +239,7 @@ class ExportConfig:
     checkpoint: Path
     out_dir: Path
     name: str
-    tile: int = 256
+    tile: int = DEFAULT_TILE_SIZE
     opset: int = OPSET
     drive_root: Path | None = None
     tensorrt: bool = True

@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from .config import DEFAULT_TILE_SIZE
 from .engines.base import sigmoid
 from .engines.metadata import info_from_metadata
 from .engines.tensorrt import TensorRTEngine, file_sha256, local_identity, plan_name, timing_cache_name, write_side
@@ -32,7 +33,7 @@ WORKSPACE_BYTES = 4 << 30
 class Profile:
     """Input shapes the engine is optimised for: batch 1..batch_max, square tiles tile_min..tile_max."""
 
-    tile_opt: int = 256
+    tile_opt: int = DEFAULT_TILE_SIZE
     tile_min: int = 64
     tile_max: int = 1024
     batch_opt: int = 8

@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..config import DEFAULT_TILE_SIZE
+
 
 def _default_data() -> Path:
     return Path(os.environ.get("VESSELSEG_DATA", "../shared/data"))
@@ -37,8 +39,8 @@ def _tile(ctx: click.Context, param: click.Parameter, value: int) -> int:
               help="Also replace the package's own model (vesselcli/models/default.onnx) with the checked export.")
 @click.option("--onnx-only", "--no-tensorrt", "onnx_only", is_flag=True, help="Skip the TensorRT step.")
 @click.option("--fp32", is_flag=True, help="Build the TensorRT engine in FP32 (default: FP16 where the GPU supports it).")
-@click.option("--tile", type=click.IntRange(16, 4096), default=256, show_default=True, callback=_tile,
-              help="Tile side the engine is optimised for; the fixed input size of valid-convolution models.")
+@click.option("--tile", type=click.IntRange(16, 4096), default=DEFAULT_TILE_SIZE, show_default=True, callback=_tile,
+              help="Tile side the engine is optimised for (segment's default); the fixed input size of valid-convolution models.")
 @click.option("--tile-min", type=click.IntRange(16, 4096), default=64, show_default=True, callback=_tile, help="Smallest tile side a TensorRT engine accepts.")
 @click.option("--tile-max", type=click.IntRange(16, 4096), default=1024, show_default=True, callback=_tile, help="Largest tile side a TensorRT engine accepts.")
 @click.option("--batch-max", type=click.IntRange(1, 1024), default=16, show_default=True, help="Largest batch a TensorRT engine takes in one call.")
