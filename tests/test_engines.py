@@ -180,3 +180,23 @@ def test_a_plan_without_side_file_is_refused(tmp_path) -> None:
     plan.write_bytes(b"")
     with pytest.raises(EngineUnavailable, match="side file"):
         open_engine(plan, engine="tensorrt")
+
+
+@pytest.mark.parametrize(
+    "files, expected",
+    [
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu.max": "150000 100000\n"}, 2),
+        ({"cpu.max": "50000 100000\n"}, 1),
+        ({"cpu/cpu.cfs_quota_us": "400000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 4),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),
+    ],
+)
+def test_cpu_quota_of_a_container_caps_the_threads(tmp_path, files, expected) -> None:
+    from vesselcli.engines.onnxruntime import _cgroup_quota
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert _cgroup_quota(tmp_path) == expected

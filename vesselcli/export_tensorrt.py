@@ -70,7 +70,7 @@ def build_plan(
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(onnx).read_bytes()):
         errors = [parser.get_error(i) for i in range(parser.num_errors)]
-        lines = "\n".join(f"  {i + 1}. node {e.node()} ({e.node_name() or '?'}): {e.desc()}" for i, e in enumerate(errors))
+        lines = "\n".join(f"  {i + 1}. node {e.node()} ({_node_name(e)}): {e.desc()}" for i, e in enumerate(errors))
         raise ExportError(f"TensorRT's ONNX parser rejected {onnx} with {len(errors)} error(s):\n{lines}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
@@ -102,6 +102,12 @@ def build_plan(
     side["metadata"] = props
     write_side(plan, side)
     return plan
+
+
+def _node_name(error) -> str:
+    """The failing ONNX node's name (``IParserError.node_name`` exists from TensorRT 8.6 on)."""
+    name = getattr(error, "node_name", None)
+    return (name() if callable(name) else "") or "unnamed"
 
 
 def _keep_logits_fp32(trt, network, config) -> None:

@@ -16,11 +16,29 @@ from .metadata import check_batch, info_from_metadata
 
 
 def cpu_threads() -> int:
-    """Cores this process may run on (the affinity mask, which containers and taskset narrow)."""
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (containers)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    return max(1, min(cpus, quota) if quota else cpus)
+
+
+def _cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """CPUs allowed by cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us`` (rounded up), or None."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    try:
+        return None if quota in ("max", "-1") else max(1, -(-int(quota) // int(period)))
+    except ValueError:
+        return None
 
 
 def cuda_provider_listed() -> bool:

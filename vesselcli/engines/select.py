@@ -128,7 +128,7 @@ def _candidates(path: Path, checkpoint: Path | None, device: str) -> list[_Candi
         out.append(_Candidate("onnxruntime", cuda, path, "CUDA execution provider"))
         if checkpoint is not None:
             out.append(_Candidate("torch", cuda, checkpoint, "shipped checkpoint on the GPU"))
-        elif device == "auto" or device.startswith("cuda"):
+        else:
             out.append(Attempt("torch", cuda, str(path), "skipped", "needs a .pt checkpoint (given an ONNX model)"))
     if not device.startswith("cuda"):
         out.append(_Candidate("onnxruntime", "cpu", path, f"CPU with {_cores()} threads and full graph optimisation"))
@@ -136,10 +136,9 @@ def _candidates(path: Path, checkpoint: Path | None, device: str) -> list[_Candi
 
 
 def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    from .onnxruntime import cpu_threads  # this module imports onnxruntime only when a session opens
+
+    return cpu_threads()
 
 
 def _plan_source(plan: Path) -> Path | None:
