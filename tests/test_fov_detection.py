@@ -1,0 +1,66 @@
+"""Field-of-view detection on real photographs against the datasets' own FOV masks, and on
+photographs made darker, brighter and cropped (what other cameras and exports do)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vesselcli.fov import detect_fov, fov_diameter
+from vesselcli.imageio import read_image, read_mask
+
+IOU_FLOOR = 0.95
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def drive_pairs(drive_root: Path) -> list[tuple[Path, Path]]:
+    test = drive_root / "test"
+    return [(test / "images" / f"{n:02d}_test.tif", test / "mask" / f"{n:02d}_test_mask.gif") for n in (1, 8, 15)]
+
+
+def chase_pairs(chase_root: Path) -> list[tuple[Path, Path]]:
+    return [(chase_root / "images" / f"Image_{s}.jpg", chase_root / "fov" / f"Image_{s}_mask.gif") for s in ("01L", "11R")]
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("dataset", ["DRIVE", "CHASE_DB1"])
+def test_detected_fov_matches_the_dataset_mask(dataset: str, drive_root: Path, chase_root: Path) -> None:
+    pairs = drive_pairs(drive_root) if dataset == "DRIVE" else chase_pairs(chase_root)
+    for image, mask in pairs:
+        rgb = read_image(image)
+        truth = read_mask(mask)
+        found = detect_fov(rgb)
+        assert found.shape == truth.shape
+        assert iou(found, truth) >= IOU_FLOOR, (image.name, iou(found, truth))
+        # the diameter, which sets the model scale, is within 3% of the mask's
+        assert abs(fov_diameter(found) - fov_diameter(truth)) <= 0.03 * fov_diameter(truth)
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("gain", [0.35, 1.8])
+def test_detection_survives_dark_and_overexposed_photographs(gain: float, drive_root: Path) -> None:
+    image, mask = drive_pairs(drive_root)[0]
+    rgb = np.clip(read_image(image).astype(np.float32) * gain, 0, 255).astype(np.uint8)
+    assert iou(detect_fov(rgb), read_mask(mask)) >= IOU_FLOOR - 0.03
+
+
+@pytest.mark.data
+def test_a_disc_cropped_at_top_and_bottom_keeps_its_width_as_diameter(chase_root: Path) -> None:
+    image, mask = chase_pairs(chase_root)[0]
+    rgb, truth = read_image(image), read_mask(mask)
+    rows = np.flatnonzero(truth.any(axis=1))
+    middle = (rows[0] + rows[-1]) // 2
+    half = (rows[-1] - rows[0]) // 3  # keep the middle two thirds of the disc's height
+    crop, crop_truth = rgb[middle - half : middle + half], truth[middle - half : middle + half]
+    found = detect_fov(crop)
+    assert iou(found, crop_truth) >= IOU_FLOOR
+    assert abs(fov_diameter(found) - fov_diameter(truth)) <= 0.03 * fov_diameter(truth)
+
+
+def test_a_photograph_without_dark_surround_is_all_fov() -> None:
+    rgb = np.full((40, 50, 3), (180, 90, 40), np.uint8)
+    assert detect_fov(rgb).all()
