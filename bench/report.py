@@ -100,7 +100,7 @@ def accuracy_section(r: Results) -> list[str]:
     ]
     for name, a in r.accuracy.items():
         lines.append(
-            f"| **vesselseg (ours)** | {name} ({int(a['images'])} images, inside FOV) | **{_f(a.get('f1'))}** | {_f(a.get('iou'))} | "
+            f"| **vesselseg (ours)** | {name} ({int(a['images'])} images, inside {'detected ' if 'iou_whole_image' in a else ''}FOV) | **{_f(a.get('f1'))}** | {_f(a.get('iou'))} | "
             f"{_f(a.get('auc'))} | {_f(a.get('se'))} | {_f(a.get('sp'))} | {_f(a.get('acc'))} | measured here |"
         )
         if "iou_whole_image" in a:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.measure import run_once
+from bench.measure import Measurement, Run, run_once
+from bench.report import FLOOR_SUBJECT, OURS_PREFIX, REPORT_SUBJECT, Results, render
 from bench.workloads import count_set, fit_to_frame
 from vesselcli.engines import shipped_model
 
@@ -90,3 +91,29 @@ def test_quick_bench_writes_a_well_formed_report(drive_root: Path, tmp_path: Pat
 
     with Image.open(png) as chart:
         assert chart.format == "PNG" and chart.size[0] > 500
+
+
+def _measurement(subject: str, wall: float, images: int = 20, peak: float = 100.0) -> Measurement:
+    return Measurement(subject, f"{images} images", images, "cmd", (Run(wall, peak, {"loop_s": wall - 1.0}),))
+
+
+def test_speed_table_and_headline_state_the_ratios() -> None:
+    results = Results(command="python -m bench", machine=_MACHINE, quick=False)
+    results.speed = [
+        _measurement(REPORT_SUBJECT, 100.0),
+        _measurement(OURS_PREFIX + "onnxruntime", 10.0),
+        _measurement(FLOOR_SUBJECT, 2.5),
+    ]
+    results.counts = [_measurement(OURS_PREFIX + "onnxruntime", 10.0), _measurement(OURS_PREFIX + "onnxruntime", 55.0, images=200)]
+    text = render(results, "chart.png")
+    ours_row = next(line for line in text.splitlines() if line.startswith(f"| {OURS_PREFIX}onnxruntime | 10.00"))
+    assert "| 10.0x | 4.0x |" in ours_row  # 100 s / 10 s faster than the report; 10 s / 2.5 s of the floor
+    assert "**10.0x faster**" in text and "**4.0x** the floor" in text
+    # Once started: 180 images in 45 s = 4 images/s against 20 images in 99 s inside the report's loop.
+    assert "4.00 images/s" in text and f"**{4.0 / (20 / 99.0):.1f}x**" in text
+
+
+_MACHINE = {
+    "date_utc": "2026-01-01 00:00 UTC", "cpu": "test CPU", "cores": 2, "memory_gib": 8.0, "os": "Linux", "commit": "abc",
+    "python": "3.11", "torch": "2", "onnxruntime": "1", "numpy": "2", "opencv-python-headless": "4", "pillow": "10",
+}
