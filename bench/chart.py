@@ -104,6 +104,9 @@ def draw_chart(path: Path, paths: list[Bar], sizes: list[tuple[str, list[Bar]]],
     _horizontal(draw, (20, 20, 700, HEIGHT - 40), "Same DRIVE images, whole command", paths)
     if sizes:
         _grouped(draw, (740, 20, WIDTH - 20, HEIGHT - 40), "Images per second by image size (log scale)", sizes)
-    draw.text((20, HEIGHT - 28), footer, fill=(90, 90, 90), font=_font(13))
+    font = _font(13)
+    while len(footer) > 20 and draw.textlength(footer, font=font) > WIDTH - 40:
+        footer = footer[:-4] + "..."
+    draw.text((20, HEIGHT - 28), footer, fill=(90, 90, 90), font=font)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, format="PNG", optimize=True)
