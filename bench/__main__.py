@@ -10,7 +10,7 @@ accuracy (``bench.accuracy``), speed on the same DRIVE images (the report's path
 ``bench.report_path``, our pipeline per engine, the I/O floor ``bench.io_floor``), model
 cost (``bench.cost``), and scaling with the number and the size of images
 (``bench.workloads``). The full run takes about 10 minutes on 2 cores; the 2,000-image run
-adds about 10 more.
+adds about 15 more.
 """
 from __future__ import annotations
 
@@ -177,7 +177,7 @@ def run(args: argparse.Namespace, command: str) -> Results:
             folder = count_set(sources, count, args.scratch)
             results.counts += speed(args, engines[:1], folder, count, args.scaling_repeats, f"{count} images", False)
         if 2000 not in args.counts:
-            results.notes.append("The 2,000-image run is opt-in (`--counts 20,200,2000`, about 10 more minutes on 2 cores); it was not run here.")
+            results.notes.append("The 2,000-image run is opt-in (`--counts 20,200,2000`, about 15 more minutes on 2 cores); it was not run here.")
         results.counts.sort(key=lambda m: (_table_order(m), m.images))
     if "sizes" not in args.skip:
         log(f"scaling with the image size: {args.sizes}")
