@@ -53,7 +53,7 @@ train-report: $(VENV)/.dev
 	$(PY) -m train --config train/configs/report.toml --data $(DATA)/DRIVE --out runs/report $(ARGS)
 
 engine: $(VENV)/.dev
-	$(VENV)/bin/vesselseg export $(ARGS)
+	$(VENV)/bin/vesselseg export --update-shipped $(ARGS)
 
 bench: $(VENV)/.dev
 	$(PY) -m bench --data $(DATA) $(ARGS)
