@@ -32,6 +32,7 @@ import numpy as np
 from .config import SegmentConfig
 from .discover import Item, OutputPaths, assign_names, discover, walk_images
 from .engines.base import Engine, sigmoid
+from .imageio import IMAGE_EXTENSIONS
 from .lock import OutputLock
 from .pairing import pair_files
 from .report import ImageResult, Report, ResultsWriter, columns, read_rows
@@ -63,7 +64,7 @@ def plan(config: SegmentConfig) -> Plan:
     if not items:
         where = ", ".join(str(p) for p in config.inputs)
         raise NoImagesError(
-            f"no images found in {where} (looked for {', '.join(sorted(_extensions()))} files, "
+            f"no images found in {where} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))} files, "
             "any case, in sub-folders too, hidden names skipped); check the path"
         )
     paths = [item.path for item in items]
@@ -75,12 +76,6 @@ def plan(config: SegmentConfig) -> Plan:
     }
     unannotated = [i for i in items if config.gt_dir and i.path not in truths and i.path not in truth_errors]
     return Plan(items, partners, unannotated)
-
-
-def _extensions() -> set[str]:
-    from .imageio import IMAGE_EXTENSIONS
-
-    return set(IMAGE_EXTENSIONS)
 
 
 def _pair(images: list[Path], folder: Path | None, pattern: str | None) -> tuple[dict[Path, Path], dict[Path, str]]:
@@ -96,14 +91,16 @@ def _is_done(item: Item, ok_names: set[str], paths: OutputPaths) -> bool:
 
 def _remove_stale_temporaries(out: Path) -> None:
     """Delete ``.tmp-*`` files a killed run left (we hold the lock: none is being written)."""
+    folders = [(str(out), [], [e.name for e in os.scandir(out) if e.is_file()])]
     for folder in ("masks", "overlays", "probabilities"):
-        for root, _, files in os.walk(out / folder):
-            for name in files:
-                if name.startswith(".tmp-"):
-                    try:
-                        os.unlink(os.path.join(root, name))
-                    except OSError:
-                        pass
+        folders.extend(os.walk(out / folder))
+    for root, _, files in folders:
+        for name in files:
+            if name.startswith(".tmp-"):
+                try:
+                    os.unlink(os.path.join(root, name))
+                except OSError:
+                    pass
 
 
 def _predictor(engine: Engine, tta: bool) -> Callable[[np.ndarray], np.ndarray]:
@@ -197,7 +194,10 @@ class _Run:
                 return
             self.report.add(result)
             if self.on_result is not None:
-                self.on_result(result)
+                try:
+                    self.on_result(result)
+                except Exception:  # noqa: BLE001 - a display problem must not lose results
+                    pass
 
     def _fail_run(self, message: str) -> None:
         if not self.report.fatal:
@@ -222,6 +222,8 @@ class _Run:
                 except Exception as exc:  # noqa: BLE001 - one image must not stop the run
                     self._record(error_result(item, _one_line(exc), started))
                     continue
+                if not self.config.overlays:
+                    job.rgb = None  # only the overlay needs the photograph: keep memory low
                 self.prepared.put(job)
         finally:
             self.prepared.put(_DONE)
@@ -261,21 +263,28 @@ class _Run:
                 return
             job, probability = entry
             if self.report.fatal:
-                continue
+                continue  # keep draining, so that the batcher never blocks
             try:
-                mask, result = finish(job, probability, self.threshold)
-                write(job, mask, self.paths, self.config.overlays, self.config.save_probabilities)
-            except OSError as exc:
-                if exc.errno in FATAL_ERRNOS:
-                    self._fail_run(f"cannot write into {self.paths.out}: {exc.strerror}; free space or "
-                                   "choose another --out, then rerun to finish the rest")
-                    continue
-                result = error_result(job.item, f"cannot write outputs: {exc.strerror or exc}", job.started)
-            except Exception as exc:  # noqa: BLE001 - one image must not stop the run
-                result = error_result(job.item, _one_line(exc), job.started)
-            else:
-                result = replace(result, seconds=time.perf_counter() - job.started)
-            self._record(result)
+                self._write_one(job, probability)
+            except Exception as exc:  # noqa: BLE001 - never a traceback, never a hang
+                self._fail_run(f"internal error while writing {job.item.name}: {_one_line(exc)}")
+
+    def _write_one(self, job: Job, probability: np.ndarray) -> None:
+        """Finish, write and record one image; a full or read-only disk stops the run."""
+        try:
+            mask, result = finish(job, probability, self.threshold)
+            write(job, mask, self.paths, self.config.overlays, self.config.save_probabilities)
+        except OSError as exc:
+            if exc.errno in FATAL_ERRNOS:
+                self._fail_run(f"cannot write into {self.paths.out}: {exc.strerror}; free space or "
+                               "choose another --out, then rerun to finish the rest")
+                return
+            result = error_result(job.item, f"cannot write outputs: {exc.strerror or exc}", job.started)
+        except Exception as exc:  # noqa: BLE001 - one image must not stop the run
+            result = error_result(job.item, _one_line(exc), job.started)
+        else:
+            result = replace(result, seconds=time.perf_counter() - job.started)
+        self._record(result)
 
 
 def _one_line(exc: BaseException) -> str:

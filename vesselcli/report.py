@@ -132,6 +132,8 @@ class ResultsWriter:
         cells = result.row()
         line = _line([cells[c] for c in self.header])
         with self._lock:
+            if self._file.closed:  # the run was aborted (a second Ctrl-C): the row is redone next time
+                return
             self._file.write(line)
             self._file.flush()
 

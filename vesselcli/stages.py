@@ -34,14 +34,14 @@ class StageError(ValueError):
 class Job:
     """One image on its way through the pipeline.
 
-    ``rgb``: ``(H, W, 3) uint8``; ``fov`` and ``truth``: ``(H, W) bool``; ``network_input``:
+    ``rgb``: ``(H, W, 3) uint8`` (only the overlay needs it); ``fov`` and ``truth``: ``(H, W) bool``; ``network_input``:
     ``(1, h, w) float32`` at model scale (dropped once tiled); ``probability``: ``(H, W)
     float32`` once predicted; ``started``: ``time.perf_counter()`` when reading began.
     """
 
     item: Item
     started: float
-    rgb: np.ndarray
+    rgb: np.ndarray | None  # None once dropped (no overlay wanted)
     fov: np.ndarray
     truth: np.ndarray | None
     network_input: np.ndarray | None
@@ -95,7 +95,7 @@ def finish(job: Job, model_probability: np.ndarray, threshold: float) -> tuple[n
 
     Also stores the original-size probability in ``job.probability``.
     """
-    height, width = job.rgb.shape[:2]
+    height, width = job.fov.shape
     probability = np.clip(resize_image(model_probability.astype(np.float32), (height, width)), 0.0, 1.0)
     job.probability = probability
     mask = (probability >= threshold) & job.fov
@@ -122,7 +122,7 @@ def write(job: Job, mask: np.ndarray, paths: OutputPaths, overlays: bool, probab
     """Write the mask (0/255 PNG), the overlay (JPEG) and the probability map (8-bit PNG)."""
     key = job.item.key
     write_atomic(paths.mask(key), encode_png(mask.astype(np.uint8) * 255))
-    if overlays:
+    if overlays and job.rgb is not None:
         write_atomic(paths.overlay(key), encode_jpeg(overlay(job.rgb, mask, job.fov, job.truth)))
     if probabilities and job.probability is not None:
         write_atomic(paths.probability(key), encode_png((job.probability * 255.0 + 0.5).astype(np.uint8)))

@@ -146,6 +146,16 @@ def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: P
     )
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
+        code = _segment(config, model, engine, device, err, quiet)
+    except KeyboardInterrupt:  # Ctrl-C while finding images or loading the model: nothing written yet
+        err.print("interrupted before any image was segmented", markup=False)
+        code = 128 + signal.SIGINT
+    click.get_current_context().exit(code)
+
+
+def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str, err: Console, quiet: bool) -> int:
+    """Plan, open the engine, run; returns the exit code (usage errors raise click exceptions)."""
+    try:
         the_plan = pipeline.plan(config)
     except pipeline.NoImagesError as exc:
         raise click.UsageError(str(exc)) from None
@@ -156,13 +166,17 @@ def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: P
     except ModelError as exc:
         raise click.UsageError(f"cannot use the model: {exc}") from None
     try:
+        try:
+            config.tile_spec(the_engine.info.tile_multiple, the_engine.info.fixed_tile)
+        except ValueError as exc:
+            raise click.UsageError(f"cannot tile for this model: {exc}") from None
         report, seconds = _run(config, the_plan, the_engine, err, quiet)
     finally:
         the_engine.close()
     if not quiet:
         _print_summary(report, config, seconds)
     _print_ending(report, err)
-    click.get_current_context().exit(report.exit_code)
+    return report.exit_code
 
 
 def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, quiet: bool) -> tuple[Report, float]:  # noqa: ANN001
