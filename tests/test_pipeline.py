@@ -220,3 +220,22 @@ def test_no_images_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "in" / "notes.txt").write_text("x")
     with pytest.raises(pipeline.NoImagesError, match="no images found"):
         pipeline.plan(config(tmp_path))
+
+
+def test_flip_averaging_runs_four_flips_and_agrees_with_a_flip_symmetric_engine(tmp_path: Path) -> None:
+    write_fundus(tmp_path / "in" / "a.png")
+    plain, flipped = DarkIsVessel(), DarkIsVessel()
+    run(config(tmp_path), plain)
+    first = read_grey(tmp_path / "out" / "masks" / "a.png")
+    run(config(tmp_path, tta=True, overwrite=True), flipped)
+    assert len(flipped.batches) == 4 * len(plain.batches)
+    assert np.array_equal(read_grey(tmp_path / "out" / "masks" / "a.png"), first)
+
+
+def test_a_threshold_option_overrides_the_model_threshold(tmp_path: Path) -> None:
+    write_fundus(tmp_path / "in" / "a.png")
+    counts = []
+    for threshold in (0.2, 0.5, 0.9):
+        run(config(tmp_path, threshold=threshold, overwrite=True))
+        counts.append(int(rows(config(tmp_path))[0]["vessel_pixels"]))
+    assert counts[0] > counts[1] > counts[2] > 0
