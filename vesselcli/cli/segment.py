@@ -9,6 +9,7 @@ SIGTERM 143): rerunning the same command then finishes the rest.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -67,16 +68,22 @@ class RateColumn(ProgressColumn):
 
 @contextmanager
 def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # noqa: ANN001
-    """On the first SIGINT/SIGTERM set ``stop`` (the run winds down); on the second abort at once.
+    """On the first SIGINT/SIGTERM set ``stop`` (the run winds down); on the second exit at once.
 
-    Yields the list of signals received. Outside the main thread (where Python cannot install
+    Yields the list of signals received. Exiting at once is ``os._exit``: the engine may be
+    inside native code that must not see the interpreter shut down around it, and nothing is
+    lost by skipping the clean-up: every CSV row is flushed whole as it is written, every
+    output file is renamed into place complete, the lock dies with the process and the next
+    run deletes any temporary file left. Outside the main thread (where Python cannot install
     handlers) nothing is installed.
     """
     received: list[int] = []
 
     def handler(signum: int, frame: object) -> None:
         if received:
-            raise KeyboardInterrupt
+            sys.stderr.write("stopped at once; rerun the same command to finish the rest\n")
+            sys.stderr.flush()
+            os._exit(128 + signum)
         received.append(signum)
         stop.set()
         announce(signum)
@@ -217,9 +224,6 @@ def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, q
     with progress, stop_on_signals(stop, announce) as received:
         try:
             report = pipeline.run(config, the_plan, engine, stop, on_start=on_start, on_result=on_result)
-        except KeyboardInterrupt:
-            err.print("stopped at once; rerun the same command to finish the rest", markup=False)
-            sys.exit(128 + (received[0] if received else signal.SIGINT))
         except LockedError as exc:
             raise Refused(str(exc)) from None
         except CsvMismatchError as exc:
