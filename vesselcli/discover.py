@@ -4,7 +4,9 @@
 hidden names) in a deterministic order. ``assign_names`` gives every image
 
 - ``name``: its path relative to its input root (a folder given on the command line, or the
-  folder of a file given directly), in POSIX form; this is the CSV's ``image`` column. When
+  folder of a file given directly), in POSIX form; this is the CSV's ``image`` column. Bytes
+  of a file name that are not UTF-8 and control characters (a newline, an escape) are
+  written as ``\\xNN`` (``caf\\xe9.tif``), so the column is valid UTF-8, one line. When
   two roots hold the same relative path, the later ones get ``~2``, ``~3`` ... before the
   extension, so the column identifies one image.
 - ``key``: the output path without extension. Normally ``name`` without its extension
@@ -19,6 +21,7 @@ hidden names) in a deterministic order. ``assign_names`` gives every image
 from __future__ import annotations
 
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -125,6 +128,20 @@ def discover(inputs: list[Path], exclude: Path | None = None) -> list[Source]:
     return unique
 
 
+def printable_name(rel: str) -> str:
+    """``rel`` as one line of valid UTF-8: undecodable bytes and control characters as ``\\xNN``.
+
+    Python keeps file-name bytes that are not UTF-8 as lone surrogates, which no UTF-8 file
+    (the CSV) can hold; a newline or an escape sequence would break the CSV's one-row-per-line
+    layout or the terminal. Everything else is left as it is (``ü``, spaces, ``#``).
+    """
+    try:
+        text = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that is not an escaped byte (not from a file system)
+        text = rel.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc" else c for c in text)
+
+
 def _with_suffix_number(name: str, number: int) -> str:
     """``sub/a.png`` -> ``sub/a~2.png`` (the number goes before the extension)."""
     path = PurePosixPath(name)
@@ -143,7 +160,7 @@ def _unique(wanted: str, taken: set[str]) -> str:
 def assign_names(sources: list[Source]) -> list[Item]:
     """Give each source a unique CSV name and a unique output key (see the module docstring)."""
     taken_names: set[str] = set()
-    names = [_unique(s.rel, taken_names) for s in sources]
+    names = [_unique(printable_name(s.rel), taken_names) for s in sources]
     stems = [str(PurePosixPath(n).with_suffix("")) if PurePosixPath(n).suffix else n for n in names]
     count: dict[str, int] = {}
     for stem in stems:
