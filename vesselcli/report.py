@@ -14,10 +14,11 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO
 
 from .imageio import write_atomic
 
@@ -124,18 +125,32 @@ class ResultsWriter:
         self.path = path
         self.header = header
         text = _line(list(header)) + "".join(_line([row.get(c, "") for c in header]) for row in kept)
-        write_atomic(path, text.encode("utf-8"))
+        write_atomic(path, text.encode("utf-8", "backslashreplace"))
         self._lock = threading.Lock()
-        self._file: TextIO = open(path, "a", encoding="utf-8", newline="")
+        # Unbuffered: a write that fails (a full disk) leaves nothing behind in a buffer for a
+        # later flush or ``close`` to retry, and its partial line can be taken back at once.
+        self._file: BinaryIO = open(path, "ab", buffering=0)
+        self._size = os.fstat(self._file.fileno()).st_size
 
     def append(self, result: ImageResult) -> None:
+        """Write one whole row, or nothing: a failed write is cut back off and re-raised."""
         cells = result.row()
-        line = _line([cells[c] for c in self.header])
+        # An error message may quote a file name that is not UTF-8: escaped, never a crash.
+        data = _line([cells[c] for c in self.header]).encode("utf-8", "backslashreplace")
         with self._lock:
             if self._file.closed:  # the run was aborted (a second Ctrl-C): the row is redone next time
                 return
-            self._file.write(line)
-            self._file.flush()
+            try:
+                done = 0
+                while done < len(data):
+                    done += self._file.write(data[done:])
+            except OSError:
+                try:
+                    self._file.truncate(self._size)  # no torn row (truncating needs no space)
+                except OSError:
+                    pass
+                raise
+            self._size += len(data)
 
     def close(self) -> None:
         with self._lock:
