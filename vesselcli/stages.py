@@ -87,6 +87,11 @@ def load(item: Item, partners: Partners, pre: Preprocessing, max_pixels: int) ->
     truth = _read_partner(partners.truth, shape, "annotation", max_pixels) if partners.truth else None
     fov = _read_partner(partners.fov, shape, "FOV mask", max_pixels) if partners.fov else detect_fov(rgb)
     network_input, _ = prepare(rgb, fov, pre)
+    if not network_input.any():
+        # One flat value everywhere (a black frame, a failed capture): the network would see an
+        # all-zero input, on which it calls almost everything a vessel.
+        raise StageError(f"the image is blank (one flat {pre.channel} level inside its field of view); "
+                         "there is nothing to segment: check the capture")
     return Job(item, started, rgb, fov, truth, network_input)
 
 
