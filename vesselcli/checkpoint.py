@@ -11,6 +11,8 @@ options), and for resuming ``optimizer`` / ``scheduler`` state.
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +37,17 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
     """Load a checkpoint dict safely; a clear ``ValueError`` if it is not ours."""
     try:
         data = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's own text advises loading with weights_only=False: exactly what must not be done.
+        found = re.search(r"Unsupported (global: GLOBAL \S+|operand \d+)", str(exc))
+        detail = found.group(0) if found else "weights-only load failed"
+        raise ValueError(
+            f"{path} is not a loadable checkpoint: a safe, weights-only load refused it ({detail}) and "
+            "nothing in it was run; use a checkpoint written by vesselseg's training"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds here
-        raise ValueError(f"{path} is not a loadable checkpoint ({exc.__class__.__name__}: {exc})") from None
+        text = " ".join(str(exc).split())
+        raise ValueError(f"{path} is not a loadable checkpoint ({exc.__class__.__name__}: {text})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"{path} is not a vesselseg checkpoint (expected format {FORMAT!r})")
     return data
