@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 #: Extensions (lower case) that are treated as images when scanning folders.
 IMAGE_EXTENSIONS = frozenset(
@@ -27,6 +27,11 @@ IMAGE_EXTENSIONS = frozenset(
 
 #: Default refusal limit for decoded pixels (about 16k x 16k); configurable per call.
 DEFAULT_MAX_PIXELS = 268_000_000
+
+# The process umask, read once at import (reading it means setting it, which is not safe
+# while other threads create files): files written atomically get the usual 0o666 & ~umask.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 class ImageReadError(ValueError):
@@ -37,21 +42,30 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
     """Open ``path`` lazily and refuse it before decoding when it is too large."""
     try:
         size = path.stat().st_size
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise ImageReadError(f"broken symbolic link: its target {os.readlink(path)} does not exist") from None
+        raise ImageReadError("file not found (moved or deleted since the run started?)") from None
     except OSError as exc:
         raise ImageReadError(f"cannot read file: {exc.strerror or exc}") from None
     if size == 0:
         raise ImageReadError("file is empty (0 bytes)")
-    # Pillow's own bomb guard is set above our limit: we check the header ourselves so the
-    # message names our limit and the option that changes it.
+    # Pillow's own bomb guard is switched off on purpose: the header check below refuses
+    # the same images before decoding, with a message naming our limit and its option.
     Image.MAX_IMAGE_PIXELS = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img = Image.open(path)
     except PermissionError:
-        raise ImageReadError("permission denied") from None
+        raise ImageReadError("permission denied: the file cannot be opened for reading; check its permissions") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(
+            "not a readable image: its contents are in no format vesselseg reads (PNG, JPEG, TIFF, BMP, GIF, "
+            "PPM/PGM, WebP); is it another kind of file with an image extension?"
+        ) from None
     except OSError as exc:
-        raise ImageReadError(f"not a readable image ({exc.__class__.__name__}: {exc})") from None
+        raise ImageReadError(f"not a readable image: its header is damaged or truncated ({exc})") from None
     width, height = img.size
     if width * height > max_pixels:
         img.close()
@@ -157,6 +171,8 @@ def write_atomic(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
+            # mkstemp makes the file private (0o600); outputs are read like any other new file.
+            os.fchmod(handle.fileno(), 0o666 & ~_UMASK)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
