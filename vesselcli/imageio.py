@@ -13,6 +13,7 @@ interrupted run never leaves a half-written file.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 import warnings
 from pathlib import Path
@@ -41,14 +42,16 @@ class ImageReadError(ValueError):
 def _open(path: Path, max_pixels: int) -> Image.Image:
     """Open ``path`` lazily and refuse it before decoding when it is too large."""
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except FileNotFoundError:
         if path.is_symlink():
             raise ImageReadError(f"broken symbolic link: its target {os.readlink(path)} does not exist") from None
         raise ImageReadError("file not found (moved or deleted since the run started?)") from None
     except OSError as exc:
         raise ImageReadError(f"cannot read file: {exc.strerror or exc}") from None
-    if size == 0:
+    if not stat.S_ISREG(st.st_mode):  # a pipe would block the reader for ever
+        raise ImageReadError("not a regular file (a pipe, socket or device); give image files")
+    if st.st_size == 0:
         raise ImageReadError("file is empty (0 bytes)")
     # Pillow's own bomb guard is switched off on purpose: the header check below refuses
     # the same images before decoding, with a message naming our limit and its option.

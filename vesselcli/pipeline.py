@@ -63,6 +63,12 @@ def plan(config: SegmentConfig) -> Plan:
     items = assign_names(discover(list(config.inputs), exclude=Path(os.path.realpath(out))))
     if not items:
         where = ", ".join(str(p) for p in config.inputs)
+        inside = [p for p in config.inputs if Path(os.path.realpath(p)).is_relative_to(os.path.realpath(out))]
+        if inside:
+            raise NoImagesError(
+                f"no images found: {inside[0]} is inside the output folder {config.out}, which is never "
+                "searched for images; choose an --out outside the input folders"
+            )
         raise NoImagesError(
             f"no images found in {where} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))} files, "
             "any case, in sub-folders too, hidden names skipped); check the path"
@@ -279,7 +285,8 @@ class _Run:
                 self._fail_run(f"cannot write into {self.paths.out}: {exc.strerror}; free space or "
                                "choose another --out, then rerun to finish the rest")
                 return
-            result = error_result(job.item, f"cannot write outputs: {exc.strerror or exc}", job.started)
+            where = f" ({exc.filename})" if exc.filename else ""
+            result = error_result(job.item, f"cannot write outputs: {exc.strerror or exc}{where}", job.started)
         except Exception as exc:  # noqa: BLE001 - one image must not stop the run
             result = error_result(job.item, _one_line(exc), job.started)
         else:

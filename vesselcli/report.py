@@ -91,6 +91,11 @@ def read_rows(path: Path, expected: tuple[str, ...]) -> list[dict[str, str]]:
             text = handle.read()
     except FileNotFoundError:
         return []
+    except UnicodeDecodeError:
+        raise CsvMismatchError(
+            f"{path} is not a vesselseg results file (it is not UTF-8 text); pass --overwrite to "
+            "replace it or choose another --out"
+        ) from None
     if not text:
         return []
     if not text.endswith("\n"):

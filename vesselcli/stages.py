@@ -69,7 +69,7 @@ def _read_partner(path: Path, shape: tuple[int, int], what: str, max_pixels: int
     if mask.shape != shape:
         raise StageError(
             f"{what} {path.name} is {_size_text(mask.shape)} but the image is {_size_text(shape)}; "
-            f"pair each image with a {what} of its own size"
+            f"each image needs its {what} at its own size"
         )
     return mask
 
