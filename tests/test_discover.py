@@ -118,3 +118,32 @@ def test_discovered_names_can_never_hold_dot_dot(tmp_path: Path) -> None:
     items = assign_names(discover([tmp_path]))
     assert [i.key for i in items] == ["a..b"]
     assert OutputPaths(tmp_path / "out").mask(items[0].key) == tmp_path / "out" / "masks" / "a..b.png"
+
+
+# File names as the file system gives them: any bytes but '/' and NUL, decoded the way Python
+# does (bytes that are not UTF-8 become lone surrogates), never '.' or '..'.
+raw_parts = st.binary(min_size=1, max_size=8).filter(lambda b: b"/" not in b and b"\x00" not in b and b not in (b".", b".."))
+raw_rel_paths = st.lists(raw_parts.map(os.fsdecode), min_size=1, max_size=3).map("/".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(raw_rel_paths, st.sampled_from(["/r1", "/r2"])), min_size=1, max_size=10))
+def test_any_file_names_give_distinct_one_line_utf8_names_and_distinct_mask_paths_inside_out(entries) -> None:
+    items = assign_names([src(rel, root) for rel, root in entries])
+    for item in items:
+        item.name.encode("utf-8")  # a UTF-8 CSV can hold it
+        assert not any(ord(c) < 32 or ord(c) == 127 for c in item.name)  # one line, no terminal escapes
+    assert len({i.name.casefold() for i in items}) == len(items)
+    paths = OutputPaths(Path("/out"))
+    masks = [os.path.normpath(paths.mask(i.key)).casefold() for i in items]  # never UnsafeNameError
+    assert len(set(masks)) == len(items)  # no two images share a mask, even on a case-insensitive disk
+    assert all(m.startswith("/out/masks/") for m in masks)
+
+
+def test_names_that_are_not_utf8_or_hold_control_characters_are_escaped() -> None:
+    raw = [b"caf\xe9.tif", b"line\nbreak.png", b"bell\x07.png", "ünï näme.png".encode()]
+    items = assign_names([src(os.fsdecode(r)) for r in raw])
+    assert [i.name for i in items] == ["caf\\xe9.tif", "line\\x0abreak.png", "bell\\x07.png", "ünï näme.png"]
+    assert [i.key for i in items] == ["caf\\xe9", "line\\x0abreak", "bell\\x07", "ünï näme"]
+    dots = assign_names([src("..png"), src("...png")])
+    assert [i.key for i in dots] == ["..png", "...png"]  # not '.' and '..'

@@ -157,11 +157,19 @@ def _unique(wanted: str, taken: set[str]) -> str:
     return name
 
 
+def _stem(name: str) -> str:
+    """``sub/a.png`` -> ``sub/a``; a name that would be left as ``.`` or ``..`` (``..png``) is kept whole."""
+    path = PurePosixPath(name)
+    if not path.suffix or path.stem in (".", ".."):
+        return name
+    return str(path.with_suffix(""))
+
+
 def assign_names(sources: list[Source]) -> list[Item]:
     """Give each source a unique CSV name and a unique output key (see the module docstring)."""
     taken_names: set[str] = set()
     names = [_unique(printable_name(s.rel), taken_names) for s in sources]
-    stems = [str(PurePosixPath(n).with_suffix("")) if PurePosixPath(n).suffix else n for n in names]
+    stems = [_stem(n) for n in names]
     count: dict[str, int] = {}
     for stem in stems:
         count[stem.casefold()] = count.get(stem.casefold(), 0) + 1
