@@ -100,3 +100,40 @@ def test_the_report_means_only_count_images_done() -> None:
     assert (report.done, report.failed, report.remaining) == (2, 1, 0)
     assert report.mean_iou == pytest.approx(0.6) and report.mean_dice == pytest.approx(0.7)
     assert report.mean_density == pytest.approx(0.12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(raw=st.lists(st.one_of(st.binary(min_size=1, max_size=12), st.text(min_size=1, max_size=6).map(
+           lambda t: t.encode("utf-8", "surrogatepass"))).filter(lambda b: b"/" not in b and b"\x00" not in b),
+                    min_size=1, max_size=5, unique=True),
+       cut=st.floats(0.0, 1.0))
+def test_a_results_file_cut_anywhere_reads_back_as_whole_rows(tmp_path_factory, raw, cut) -> None:
+    """Names as any file system gives them; the file cut at any byte (a crash) loses only the last row."""
+    import os
+
+    from vesselcli.discover import Source, assign_names
+
+    items = assign_names([Source(Path("/in") / os.fsdecode(r), Path("/in"), os.fsdecode(r)) for r in raw])
+    path = tmp_path_factory.mktemp("csv") / "results.csv"
+    writer = ResultsWriter(path, columns(False), [])
+    results = [ok(item.name) for item in items] + [ImageResult("x", "error", 0.1, error=f"bad {items[0].name}\n")]
+    for result in results:
+        writer.append(result)
+    writer.close()
+    whole = [r.row() for r in results]
+    assert read_rows(path, columns(False)) == [{c: row[c] for c in columns(False)} for row in whole]
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * cut)])
+    back = read_rows(path, columns(False))
+    assert back == [{c: row[c] for c in columns(False)} for row in whole[: len(back)]]
+
+
+def test_a_row_cut_inside_a_multibyte_character_is_dropped_not_fatal(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    writer = ResultsWriter(path, columns(False), [])
+    writer.append(ok("a.png"))
+    writer.append(ok("ünïcode.png"))
+    writer.close()
+    data = path.read_bytes()
+    path.write_bytes(data[: data.index("ü".encode()) + 1])  # a crash mid-character
+    assert [r["image"] for r in read_rows(path, columns(False))] == ["a.png"]

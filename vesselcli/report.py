@@ -87,19 +87,18 @@ def read_rows(path: Path, expected: tuple[str, ...]) -> list[dict[str, str]]:
     ``expected`` (the previous run had ground truth and this one not, or the reverse).
     """
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            text = handle.read()
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         return []
+    # Drop a last line cut short before decoding: the cut may fall inside a multi-byte character.
+    data = data[: data.rfind(b"\n") + 1]
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise CsvMismatchError(
             f"{path} is not a vesselseg results file (it is not UTF-8 text); pass --overwrite to "
             "replace it or choose another --out"
         ) from None
-    if not text:
-        return []
-    if not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     if header is None:
