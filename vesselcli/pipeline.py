@@ -282,7 +282,8 @@ class _Run:
             write(job, mask, self.paths, self.config.overlays, self.config.save_probabilities)
         except OSError as exc:
             if exc.errno in FATAL_ERRNOS:
-                self._fail_run(f"cannot write into {self.paths.out}: {exc.strerror}; free space or "
+                fix = "make it writable" if exc.errno == errno.EROFS else "free space"
+                self._fail_run(f"cannot write into {self.paths.out}: {exc.strerror}; {fix} or "
                                "choose another --out, then rerun to finish the rest")
                 return
             where = f" ({exc.filename})" if exc.filename else ""
