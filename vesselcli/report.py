@@ -84,14 +84,20 @@ def read_rows(path: Path, expected: tuple[str, ...]) -> list[dict[str, str]]:
 
     A last line without its newline (a write cut short by a crash) is ignored, so is any row
     with the wrong number of cells. ``CsvMismatchError`` when the header differs from
-    ``expected`` (the previous run had ground truth and this one not, or the reverse).
+    ``expected`` (the previous run had ground truth and this one not, or the reverse) or the
+    file is not a results file at all (not UTF-8, no header line).
     """
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
         return []
     # Drop a last line cut short before decoding: the cut may fall inside a multi-byte character.
-    data = data[: data.rfind(b"\n") + 1]
+    # The header itself is written whole (atomically), so a file without one is someone else's.
+    end = data.rfind(b"\n") + 1
+    if data and not end:
+        raise CsvMismatchError(f"{path} is not a vesselseg results file (it has no header line); pass "
+                               "--overwrite to replace it or choose another --out")
+    data = data[:end]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
