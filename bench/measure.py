@@ -69,23 +69,35 @@ class Measurement:
         return min(walls), max(walls)
 
 
+# Linux's ru_maxrss of a child counts the memory of the process it was forked from (the
+# high-water mark survives exec), so a large parent (pytest, or this benchmark after loading
+# torch) would inflate every figure. A tiny wrapper interpreter forks the measured command
+# instead and reports that grandchild's own peak.
+_WRAPPER = (
+    "import os, subprocess, sys\n"
+    "p = subprocess.Popen(sys.argv[2:])\n"
+    "_, status, usage = os.wait4(p.pid, 0)\n"
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
 def run_once(command: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> Run:
     """Run ``command`` to completion; its wall time, peak RSS and last stdout line as JSON."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as peak:
         start = time.perf_counter()
-        proc = subprocess.Popen(list(command), stdout=out, stderr=err, cwd=cwd, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.run([sys.executable, "-c", _WRAPPER, peak.name, *command], stdout=out, stderr=err, cwd=cwd, env=env)
         wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         stdout = out.read().decode(errors="replace")
         stderr = err.read().decode(errors="replace")
+        peak_kib = int(peak.read() or 0)
     if proc.returncode != 0:
         tail = "\n".join(stderr.strip().splitlines()[-15:])
         raise RunFailed(f"`{shlex.join(command)}` exited with {proc.returncode}:\n{tail}")
     # ru_maxrss is in KiB on Linux.
-    return Run(wall_s=wall, peak_rss_mib=usage.ru_maxrss / 1024.0, report=_last_json(stdout))
+    return Run(wall_s=wall, peak_rss_mib=peak_kib / 1024.0, report=_last_json(stdout))
 
 
 def _last_json(stdout: str) -> dict:
