@@ -232,3 +232,30 @@ def test_written_files_are_readable_like_any_new_file(tmp_path: Path, fake_engin
     usual = (tmp_path / "plain").stat().st_mode & 0o777
     for path in ("results.csv", "masks/a.png", "overlays/a.jpg"):
         assert (tmp_path / "out" / path).stat().st_mode & 0o777 == usual, path
+
+
+def test_a_folder_that_cannot_be_listed_is_a_warning_and_exit_code_1(tmp_path: Path, fake_engine: DarkIsVessel,
+                                                                     monkeypatch) -> None:
+    write_fundus(tmp_path / "in" / "a.png")
+    locked = tmp_path / "in" / "locked"
+    write_fundus(locked / "b.png")
+    if permission_is_enforced(tmp_path):
+        os.chmod(locked, 0)
+    else:  # root lists mode-000 folders: simulate a normal user
+        real_scandir = os.scandir
+
+        def guarded(path):  # noqa: ANN001, ANN202
+            if Path(path) == locked:
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real_scandir(path)
+
+        monkeypatch.setattr(os, "scandir", guarded)
+    try:
+        result = segment(tmp_path / "in", "--out", tmp_path / "out", "--tile-size", 128)
+        alone = segment(locked, "--out", tmp_path / "out2")
+    finally:
+        os.chmod(locked, 0o755)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"warning: cannot list {locked}: Permission denied; the images in it are not included" in result.stderr
+    assert [r["image"] for r in table(tmp_path / "out")] == ["a.png"]
+    assert alone.exit_code == 2 and f"no images found: cannot list {locked}: Permission denied" in alone.output

@@ -63,11 +63,12 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def walk_images(root: Path, exclude: Path | None = None) -> list[Path]:
+def walk_images(root: Path, exclude: Path | None = None, unlisted: list[str] | None = None) -> list[Path]:
     """Image files under ``root`` in sorted order; hidden names and ``exclude`` skipped.
 
     Symbolic links to folders are followed, each real folder once, so a link loop ends.
-    ``exclude`` (a resolved folder, the output folder) is never entered.
+    ``exclude`` (a resolved folder, the output folder) is never entered. A folder that cannot
+    be listed (no permission) is skipped, with a line saying so appended to ``unlisted``.
     """
     found: list[Path] = []
     seen: set[tuple[int, int]] = set()
@@ -84,7 +85,9 @@ def walk_images(root: Path, exclude: Path | None = None) -> list[Path]:
             return
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError:
+        except OSError as exc:
+            if unlisted is not None:
+                unlisted.append(f"cannot list {folder}: {exc.strerror or exc}")
             return
         for entry in entries:
             if _is_hidden(entry.name):
@@ -104,18 +107,19 @@ def walk_images(root: Path, exclude: Path | None = None) -> list[Path]:
     return found
 
 
-def discover(inputs: list[Path], exclude: Path | None = None) -> list[Source]:
+def discover(inputs: list[Path], exclude: Path | None = None, unlisted: list[str] | None = None) -> list[Source]:
     """Every image of ``inputs`` (files and folders), in the order given, folders sorted.
 
     A file given directly is its own root (its ``rel`` is its name) and is taken whatever its
-    extension; the same file given twice is taken once.
+    extension; the same file given twice is taken once. Folders that cannot be listed are
+    reported in ``unlisted`` (see ``walk_images``).
     """
     sources: list[Source] = []
     taken: set[Path] = set()
     for given in inputs:
         given = Path(given)
         if given.is_dir():
-            for path in walk_images(given, exclude):
+            for path in walk_images(given, exclude, unlisted):
                 sources.append(Source(path, given, path.relative_to(given).as_posix()))
         else:
             sources.append(Source(given, given.parent, given.name))

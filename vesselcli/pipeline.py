@@ -55,12 +55,14 @@ class Plan:
     items: list[Item]
     partners: dict[Path, Partners]
     unannotated: list[Item]  # images without an annotation although --gt was given
+    unlisted: tuple[str, ...] = ()  # input folders that could not be listed (their images are missing)
 
 
 def plan(config: SegmentConfig) -> Plan:
     """Find the images and pair them; ``NoImagesError`` when there are none."""
     out = Path(os.path.abspath(config.out))
-    items = assign_names(discover(list(config.inputs), exclude=Path(os.path.realpath(out))))
+    unlisted: list[str] = []
+    items = assign_names(discover(list(config.inputs), exclude=Path(os.path.realpath(out)), unlisted=unlisted))
     if not items:
         where = ", ".join(str(p) for p in config.inputs)
         inside = [p for p in config.inputs if Path(os.path.realpath(p)).is_relative_to(os.path.realpath(out))]
@@ -69,6 +71,8 @@ def plan(config: SegmentConfig) -> Plan:
                 f"no images found: {inside[0]} is inside the output folder {config.out}, which is never "
                 "searched for images; choose an --out outside the input folders"
             )
+        if unlisted:
+            raise NoImagesError(f"no images found: {'; '.join(unlisted)}; check the folder's permissions")
         raise NoImagesError(
             f"no images found in {where} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))} files, "
             "any case, in sub-folders too, hidden names skipped); check the path"
@@ -81,7 +85,7 @@ def plan(config: SegmentConfig) -> Plan:
         for p in paths
     }
     unannotated = [i for i in items if config.gt_dir and i.path not in truths and i.path not in truth_errors]
-    return Plan(items, partners, unannotated)
+    return Plan(items, partners, unannotated, tuple(unlisted))
 
 
 def _pair(images: list[Path], folder: Path | None, pattern: str | None) -> tuple[dict[Path, Path], dict[Path, str]]:

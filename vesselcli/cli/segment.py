@@ -3,9 +3,10 @@
 A thin click layer: options are checked by click types and callbacks, gathered into a frozen
 ``SegmentConfig``, and handed to ``vesselcli.pipeline`` with the engine ``--model`` /
 ``--engine`` / ``--device`` choose. Exit code: 0 every image done, 1 some failed (one line
-each on stderr) or the run stopped on a full disk, 2 usage errors (no images, unreadable
-model, bad option, OUT busy with another run), 128+N when stopped by signal N (SIGINT 130,
-SIGTERM 143): rerunning the same command then finishes the rest.
+each on stderr), an input folder could not be listed or the run stopped on a full disk, 2
+usage errors (no images, unreadable model, bad option, OUT busy with another run), 128+N
+when stopped by signal N (SIGINT 130, SIGTERM 143): rerunning the same command then
+finishes the rest.
 """
 from __future__ import annotations
 
@@ -183,11 +184,16 @@ def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str
     if not quiet:
         _print_summary(report, config, seconds)
     _print_ending(report, err)
+    if the_plan.unlisted and report.exit_code == 0:
+        err.print(f"{len(the_plan.unlisted)} folder(s) could not be listed (see the warnings above)", markup=False)
+        return 1  # images may be missing: not a complete success
     return report.exit_code
 
 
 def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, quiet: bool) -> tuple[Report, float]:  # noqa: ANN001
     """Run the pipeline under a progress bar and the signal handlers; (report, seconds it ran)."""
+    for line in the_plan.unlisted:
+        err.print(f"warning: {line}; the images in it are not included", markup=False)
     if the_plan.unannotated:
         names = ", ".join(i.name for i in the_plan.unannotated[:5])
         more = f" and {len(the_plan.unannotated) - 5} more" if len(the_plan.unannotated) > 5 else ""
