@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from train.evaluate import score_set, test_sets
+from train.evaluate import protocol_sets, score_set
 from vesselcli.checkpoint import load_model, preprocessing_of
 
 SHIPPED = Path(__file__).resolve().parents[1] / "vesselcli" / "models" / "default.pt"
@@ -14,7 +14,7 @@ SHIPPED = Path(__file__).resolve().parents[1] / "vesselcli" / "models" / "defaul
 @pytest.mark.data
 def test_shipped_model_keeps_drive_f1_inside_the_fov(drive_root: Path) -> None:
     model, ckpt = load_model(SHIPPED)
-    triples = test_sets(drive_root.parent)["DRIVE"]
+    triples = protocol_sets(drive_root.parent)["DRIVE"]
     assert len(triples) == 20
     figures = score_set(model, preprocessing_of(ckpt), float(ckpt["threshold"]), triples, whole_image=False)
     assert figures["dice"] >= 0.80, figures

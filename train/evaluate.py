@@ -30,7 +30,7 @@ from .data import Sample, _images_in
 from .loop import predict_probability
 
 
-def test_sets(data: Path) -> dict[str, list[tuple[Path, Path, Path | None]]]:
+def protocol_sets(data: Path) -> dict[str, list[tuple[Path, Path, Path | None]]]:
     """(image, truth, FOV or None) per protocol present under ``data``."""
     sets: dict[str, list[tuple[Path, Path, Path | None]]] = {}
     drive = data / "DRIVE" / "test"
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     threshold = args.threshold if args.threshold is not None else float(ckpt["threshold"])
     results = {}
     with torch.inference_mode():
-        for name, triples in test_sets(Path(args.data)).items():
+        for name, triples in protocol_sets(Path(args.data)).items():
             results[name] = score_set(model, pre, threshold, triples, whole_image=name == "DRIVE-512")
             if not args.json:
                 r = results[name]
