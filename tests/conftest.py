@@ -22,6 +22,28 @@ def _dataset(name: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def model_file() -> Path:
+    """The shipped ONNX model (or ``$VESSELSEG_TEST_MODEL``) for end-to-end segment tests."""
+    from vesselcli.engines import shipped_model
+
+    path = Path(os.environ.get("VESSELSEG_TEST_MODEL") or shipped_model(".onnx"))
+    if not path.is_file():
+        pytest.skip(f"model {path} not found: the release puts the shipped model there (`make engine` exports it)")
+    return path
+
+
+@pytest.fixture()
+def fake_engine(monkeypatch):
+    """A numpy engine (dark pixels are vessels) in place of every real one."""
+    import vesselcli.engines
+    from segment_fakes import DarkIsVessel
+
+    engine = DarkIsVessel()
+    monkeypatch.setattr(vesselcli.engines, "open_engine", lambda model, kind, device: engine)
+    return engine
+
+
 @pytest.fixture(scope="session")
 def drive_root() -> Path:
     return _dataset("DRIVE")

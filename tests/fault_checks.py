@@ -17,33 +17,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
-import vesselcli.engines
-from segment_fakes import DarkIsVessel
 from vesselcli.cli import main
-from vesselcli.engines import shipped_model
 from vesselcli.imageio import read_grey
 from vesselcli.report import columns
 
 ROOT = Path(__file__).resolve().parents[1]
 CELLS = len(columns(False))
-
-
-@pytest.fixture(scope="module")
-def model_file() -> Path:
-    path = Path(os.environ.get("VESSELSEG_TEST_MODEL") or shipped_model(".onnx"))
-    if not path.is_file():
-        pytest.skip(f"model {path} not found: the release puts the shipped model there (`make engine` exports it)")
-    return path
-
-
-@pytest.fixture()
-def fake_engine(monkeypatch) -> DarkIsVessel:
-    engine = DarkIsVessel()
-    monkeypatch.setattr(vesselcli.engines, "open_engine", lambda model, kind, device: engine)
-    return engine
 
 
 def segment(*args: object):

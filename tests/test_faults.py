@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageFile
 
-from fault_checks import fake_engine, model_file, quiet_env, segment, snapshot, table, valid_mask  # noqa: F401
+from fault_checks import quiet_env, segment, snapshot, table, valid_mask
 from fault_inputs import DRIVE_SHAPE, messy_folder, permission_is_enforced, png_header_only
 from segment_fakes import DarkIsVessel, fundus, write_fundus
 from vesselcli import imageio

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from fault_checks import (  # noqa: F401 - fixtures
-    cli_command, fake_engine, link_drive_images, model_file, quiet_env, segment, table, valid_mask, wait_for_rows,
+    cli_command, link_drive_images, quiet_env, segment, table, valid_mask, wait_for_rows,
 )
 from fault_inputs import DRIVE_SHAPE, read_only_is_enforced
 from segment_fakes import DarkIsVessel, write_fundus

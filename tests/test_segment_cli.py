@@ -17,31 +17,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import vesselcli.engines
 from segment_fakes import DarkIsVessel, write_fundus
 from vesselcli.cli.segment import segment
-from vesselcli.engines import shipped_model
 from vesselcli.imageio import read_grey, read_mask
 from vesselcli.lock import OutputLock
 from vesselcli.metrics import confusion, dice
 from vesselcli.report import columns
 
 DICE_FLOOR = 0.78  # per image, inside the FOV, against 1st_manual (human agreement is ~0.79)
-
-
-@pytest.fixture(scope="module")
-def model_file() -> Path:
-    path = Path(os.environ.get("VESSELSEG_TEST_MODEL") or shipped_model(".onnx"))
-    if not path.is_file():
-        pytest.skip(f"model {path} not found: the release puts the shipped model there (`make engine` exports it)")
-    return path
-
-
-@pytest.fixture()
-def fake_engine(monkeypatch) -> DarkIsVessel:
-    engine = DarkIsVessel()
-    monkeypatch.setattr(vesselcli.engines, "open_engine", lambda model, kind, device: engine)
-    return engine
 
 
 def invoke(*args: str):

@@ -93,6 +93,14 @@ def mcc(c: Counts) -> float:
     return float((float(c.tp) * c.tn - float(c.fp) * c.fn) / np.sqrt(den))
 
 
+def _inside(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened scores and truth, restricted to the FOV when one is given."""
+    if fov is not None:
+        inside = fov.astype(bool)
+        return prob[inside], truth[inside]
+    return prob.ravel(), truth.ravel()
+
+
 def roc_auc(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | None = None) -> float:
     """Area under the ROC curve of scores against truth (ties counted half).
 
@@ -103,11 +111,7 @@ def roc_auc(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | None = None) 
     """
     prob = np.asarray(prob)
     truth = np.asarray(truth, dtype=bool)
-    if fov is not None:
-        prob = prob[fov.astype(bool)]
-        truth = truth[fov.astype(bool)]
-    prob = prob.ravel()
-    truth = truth.ravel()
+    prob, truth = _inside(prob, truth, fov)
     pos = int(truth.sum())
     neg = truth.size - pos
     if pos == 0 or neg == 0:
@@ -138,11 +142,7 @@ def best_threshold_f1(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | Non
     """
     prob = np.asarray(prob, dtype=np.float64)
     truth = np.asarray(truth, dtype=bool)
-    if fov is not None:
-        prob = prob[fov.astype(bool)]
-        truth = truth[fov.astype(bool)]
-    prob = prob.ravel()
-    truth = truth.ravel()
+    prob, truth = _inside(prob, truth, fov)
     # bins[i] = the highest k with thresholds[k] <= prob[i]: the same float comparison as
     # ``prob >= threshold``, so no pixel lands half a bin off (rounding would).
     thresholds = np.arange(levels) / (levels - 1)
