@@ -42,7 +42,7 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
 
 
-def _triples(images: Path, masks: Path, fovs: Path | None) -> list[tuple[Path, Path, Path | None]]:
+def find_triples(images: Path, masks: Path, fovs: Path | None) -> list[tuple[Path, Path, Path | None]]:
     image_files = _images_in(images)
     vessel_pairs, _, errors = pair_files(image_files, _images_in(masks))
     if errors:
@@ -60,13 +60,13 @@ def find_training_files(root: Path) -> list[tuple[Path, Path, Path | None]]:
     if (root / "training" / "images").is_dir():  # DRIVE root
         root = root / "training"
     if (root / "1st_manual").is_dir() and (root / "mask").is_dir():  # DRIVE split folder
-        return _triples(root / "images", root / "1st_manual", root / "mask")
+        return find_triples(root / "images", root / "1st_manual", root / "mask")
     if (root / "1st_manual").is_dir() and (root / "fov").is_dir():  # CHASE_DB1
-        triples = _triples(root / "images", root / "1st_manual", root / "fov")
+        triples = find_triples(root / "images", root / "1st_manual", root / "fov")
         return [t for t in triples if _chase_number(t[0]) <= 10]
     if (root / "images").is_dir() and (root / "masks").is_dir():
         fov = root / "fov" if (root / "fov").is_dir() else None
-        return _triples(root / "images", root / "masks", fov)
+        return find_triples(root / "images", root / "masks", fov)
     raise ValueError(
         f"{root} is not a DRIVE, CHASE_DB1 or generic dataset root: expected training/images "
         "(DRIVE), images + 1st_manual + fov (CHASE_DB1), or images + masks (generic)"

@@ -24,9 +24,8 @@ from vesselcli import metrics
 from vesselcli.checkpoint import load_model, preprocessing_of
 from vesselcli.fov import detect_fov
 from vesselcli.imageio import read_image, read_mask
-from vesselcli.pairing import pair_files
 
-from .data import Sample, _images_in
+from .data import Sample, find_triples
 from .loop import predict_probability
 
 
@@ -35,22 +34,15 @@ def protocol_sets(data: Path) -> dict[str, list[tuple[Path, Path, Path | None]]]
     sets: dict[str, list[tuple[Path, Path, Path | None]]] = {}
     drive = data / "DRIVE" / "test"
     if drive.is_dir():
-        sets["DRIVE"] = _triples(drive / "images", drive / "1st_manual", drive / "mask")
+        sets["DRIVE"] = find_triples(drive / "images", drive / "1st_manual", drive / "mask")
     chase = data / "CHASE_DB1"
     if chase.is_dir():
-        triples = _triples(chase / "images", chase / "1st_manual", chase / "fov")
+        triples = find_triples(chase / "images", chase / "1st_manual", chase / "fov")
         sets["CHASE_DB1"] = [t for t in triples if int("".join(c for c in t[0].stem if c.isdigit())) >= 11]
     drive512 = data / "DRIVE-512" / "test"
     if drive512.is_dir():
-        sets["DRIVE-512"] = [(i, t, None) for i, t, _ in _triples(drive512 / "images", drive512 / "masks", None)]
+        sets["DRIVE-512"] = [(i, t, None) for i, t, _ in find_triples(drive512 / "images", drive512 / "masks", None)]
     return sets
-
-
-def _triples(images: Path, truths: Path, fovs: Path | None):
-    files = _images_in(images)
-    truth_pairs = pair_files(files, _images_in(truths))[0]
-    fov_pairs = pair_files(files, _images_in(fovs))[0] if fovs else {}
-    return [(f, truth_pairs[f], fov_pairs.get(f)) for f in files if f in truth_pairs]
 
 
 def score_set(model: torch.nn.Module, pre, threshold: float, triples, whole_image: bool) -> dict:

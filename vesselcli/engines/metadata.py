@@ -95,6 +95,20 @@ def info_from_metadata(props: Mapping[str, str], source: str) -> ModelInfo:
 _STRUCTURAL = ("format", "model_args", "preprocessing", "threshold", "tile_multiple", "fixed_tile")
 
 
+def pad_to_multiple(array: np.ndarray, info: ModelInfo) -> np.ndarray:
+    """Edge-pad ``(N, C, H, W)`` so H and W are multiples of the model's tile multiple.
+
+    The padding replicates edges as the PyTorch network does internally; callers crop the
+    logits back to the input size. Fixed-tile engines are left alone (their size is checked).
+    """
+    height, width = array.shape[2:]
+    multiple = 1 if info.fixed_tile else info.tile_multiple
+    ph, pw = (-height) % multiple, (-width) % multiple
+    if ph or pw:
+        array = np.pad(array, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="edge")
+    return array
+
+
 def check_batch(batch: object, info: ModelInfo) -> np.ndarray:
     """Validate an engine input: ``(N, C, H, W)`` with the model's channel count -> float32 C-contiguous."""
     array = np.ascontiguousarray(batch, dtype=np.float32)

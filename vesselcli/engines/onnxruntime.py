@@ -12,7 +12,7 @@ import numpy as np
 
 from .base import ModelInfo
 from .errors import EngineUnavailable, ModelError
-from .metadata import check_batch, info_from_metadata
+from .metadata import check_batch, info_from_metadata, pad_to_multiple
 
 
 def cpu_threads() -> int:
@@ -101,10 +101,7 @@ class OnnxRuntimeEngine:
         """``(N, C, H, W) float32`` -> ``(N, 1, H, W) float32`` logits."""
         array = check_batch(batch, self.info)
         height, width = array.shape[2:]
-        multiple = 1 if self.info.fixed_tile else self.info.tile_multiple
-        ph, pw = (-height) % multiple, (-width) % multiple
-        if ph or pw:
-            array = np.pad(array, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="edge")
+        array = pad_to_multiple(array, self.info)
         (logits,) = self._session.run([self._output], {self._input: array})
         return np.ascontiguousarray(logits[:, :, :height, :width], dtype=np.float32)
 
