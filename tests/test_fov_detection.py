@@ -64,3 +64,22 @@ def test_a_disc_cropped_at_top_and_bottom_keeps_its_width_as_diameter(chase_root
 def test_a_photograph_without_dark_surround_is_all_fov() -> None:
     rgb = np.full((40, 50, 3), (180, 90, 40), np.uint8)
     assert detect_fov(rgb).all()
+
+
+@pytest.mark.data
+def test_a_large_photograph_is_searched_reduced_with_the_same_disc(chase_root: Path) -> None:
+    import cv2
+
+    from vesselcli import fov as fov_module
+
+    rgb = read_image(chase_root / "images" / "Image_11R.jpg")
+    truth = read_mask(chase_root / "fov" / "Image_11R_mask.gif")
+    big = cv2.resize(rgb, (rgb.shape[1] * 3, rgb.shape[0] * 3), interpolation=cv2.INTER_LINEAR)
+    big_truth = cv2.resize(truth.astype(np.uint8), (big.shape[1], big.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+    assert max(big.shape[:2]) / fov_module.WORK_SIDE > 1.5  # the reduced path is the one taken
+    reduced = detect_fov(big)
+    full = fov_module._detect(big)  # the same search at full size, as it was before
+    assert reduced.shape == big_truth.shape
+    assert iou(reduced, full) >= 0.995
+    assert iou(reduced, big_truth) >= IOU_FLOOR
+    assert abs(fov_diameter(reduced) - fov_diameter(full)) <= 0.005 * fov_diameter(full)

@@ -129,3 +129,58 @@ def test_validation_figures_from_histograms_match_direct_counts() -> None:
     assert f["dice"] == pytest.approx(60 / 75)
     # AUC: a positive at 200 beats 100 negatives, loses to 5; one at 50 beats 100.
     assert f["auc"] == pytest.approx((30 * 100 + 10 * 100) / (40 * 105))
+
+
+@pytest.mark.data
+def test_repackage_reproduces_drive512_exactly(drive_root: Path, drive512_root: Path) -> None:
+    """The re-packaging used in training is the very one that made DRIVE-512's test files."""
+    from train.data import Sample, repackage
+    from vesselcli.imageio import read_image, read_mask
+
+    for n in ("01", "13"):
+        original = Sample(
+            name=f"DRIVE/{n}_test.tif",
+            rgb=read_image(drive_root / "test" / "images" / f"{n}_test.tif"),
+            vessels=read_mask(drive_root / "test" / "1st_manual" / f"{n}_manual1.gif"),
+            fov=read_mask(drive_root / "test" / "mask" / f"{n}_test_mask.gif"),
+        )
+        squashed = repackage(original, 512)
+        assert squashed.name.endswith("@512") and squashed.fov.shape == (512, 512)
+        assert np.array_equal(squashed.rgb, read_image(drive512_root / "test" / "images" / f"{n}_test.png"))
+        assert np.array_equal(squashed.vessels, read_mask(drive512_root / "test" / "masks" / f"{n}_test.png"))
+
+
+@pytest.mark.data
+def test_init_starts_from_a_checkpoint_and_refuses_another_model(drive_root: Path, tmp_path: Path) -> None:
+    from train.__main__ import main
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = ["--data", str(drive_root), "--val-fraction", "0.1", "--max-steps", "1", *TINY]
+    assert main([*common, "--out", str(first)]) == 0
+    # lr 0: the weights cannot move, so the fine-tuned run must hold the first run's weights.
+    assert main([*common, "--out", str(second), "--init", str(first / "last.pt"), "--lr", "0", "--repackage", "128"]) == 0
+    a, b = torch.load(first / "last.pt", weights_only=True), torch.load(second / "last.pt", weights_only=True)
+    conv = [k for k in a["model"] if k.endswith("weight") and a["model"][k].ndim == 4]
+    assert conv and all(torch.equal(a["model"][k], b["model"][k]) for k in conv)
+    assert b["step"] == 1 and any("re-packaged to 128x128" in d for d in b["data"])
+    with pytest.raises(SystemExit, match="differs"):
+        main([*common, "--out", str(tmp_path / "third"), "--init", str(first / "last.pt"), "--base-channels", "8"])
+
+
+def test_aspect_jitter_changes_height_against_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    import train.data as data
+
+    disc = np.zeros((300, 300), bool)
+    yy, xx = np.mgrid[:300, :300]
+    disc[(yy - 150) ** 2 + (xx - 150) ** 2 < 140**2] = True
+    sample = data.Sample("x/a", np.full((300, 300, 3), 120, np.uint8), np.zeros_like(disc), disc)
+    dataset = PatchDataset([sample], Preprocessing(fov_diameter=280), patch=64, samples_per_image=64, seed=3)
+    shapes = []
+    real_resize = data.resize_image
+    monkeypatch.setattr(data, "resize_image", lambda a, shape: shapes.append(tuple(shape)) or real_resize(a, shape))
+    for i in range(len(dataset)):
+        dataset[i]
+    ratios = [h / w for h, w in shapes]
+    assert len(ratios) == 64
+    assert min(ratios) < 0.97 and max(ratios) > 1.03  # both ways
+    assert 1 / 1.09 <= min(ratios) and max(ratios) <= 1.09  # within the documented jitter

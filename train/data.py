@@ -94,6 +94,19 @@ def load_samples(roots: list[Path]) -> list[Sample]:
     return samples
 
 
+def repackage(sample: Sample, size: int) -> Sample:
+    """``sample`` re-packaged as the report's DRIVE-512 was made: image and annotation resized
+    to ``size`` x ``size`` (aspect ratio not kept) with bilinear interpolation, the annotation
+    then binarised at half intensity; the FOV is resized the same way."""
+
+    def squash(mask: np.ndarray) -> np.ndarray:
+        grey = cv2.resize(mask.astype(np.uint8) * 255, (size, size), interpolation=cv2.INTER_LINEAR)
+        return grey > 127
+
+    rgb = cv2.resize(sample.rgb, (size, size), interpolation=cv2.INTER_LINEAR)
+    return Sample(name=f"{sample.name}@{size}", rgb=rgb, vessels=squash(sample.vessels), fov=squash(sample.fov))
+
+
 def split_validation(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
     """Hold out ``fraction`` of each dataset's images (at least one each) for validation."""
     rng = np.random.default_rng(seed)
@@ -107,6 +120,9 @@ def split_validation(samples: list[Sample], fraction: float, seed: int) -> tuple
         val += [group[i] for i in order[:n_val]]
         train += [group[i] for i in order[n_val:]]
     return train, val
+
+
+ASPECT_JITTER = 1.08  # height scaled by up to this factor (or its inverse) against width
 
 
 class PatchDataset:
@@ -138,9 +154,12 @@ class PatchDataset:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         k = index % len(self.samples)
         sample = self.samples[k]
-        # Scale jitter spans the tolerance band of ``scale_factor`` and beyond.
+        # Scale jitter spans the tolerance band of ``scale_factor`` and beyond; the aspect
+        # jitter covers cameras and re-packagings that do not keep square pixels.
         factor = self.base_scale[k] * math.exp(rng.uniform(math.log(0.8), math.log(1.25)))
+        aspect = math.exp(rng.uniform(-math.log(ASPECT_JITTER), math.log(ASPECT_JITTER)))
         shape = scaled_shape(sample.rgb.shape[:2], factor)
+        shape = (max(1, round(shape[0] * aspect)), shape[1])
         rgb = photometric(resize_image(sample.rgb, shape), rng)
         fov = resize_mask(sample.fov, shape)
         vessels = cv2.resize(sample.vessels.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR) > 0.5

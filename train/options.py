@@ -27,6 +27,8 @@ class TrainConfig:
     workers: int = 1
     seed: int = 0
     resume: str = ""
+    init: str = ""  # start from this checkpoint's weights (fine-tuning); fresh optimizer and schedule
+    repackage: int = 0  # also train/validate on every image squashed to N x N as DRIVE-512 was made; 0: off
     threads: int = 0  # CPU threads per process; 0: PyTorch's default
     # Model
     base_channels: int = 16

@@ -9,6 +9,9 @@ import cv2
 import numpy as np
 
 
+WORK_SIDE = 1024  # larger photographs are searched for their disc at about this size
+
+
 def detect_fov(rgb: np.ndarray) -> np.ndarray:
     """``(H, W, 3) uint8 RGB`` -> ``(H, W) bool`` field of view.
 
@@ -16,10 +19,22 @@ def detect_fov(rgb: np.ndarray) -> np.ndarray:
     fundus photograph). The threshold is relative to the image's own brightness, so dark and
     over-exposed photographs both work; the largest connected region is kept and its holes
     filled, so dark lesions or the optic-disc rim never punch holes into it. A photograph with
-    no dark surround at all (cropped inside the disc) gives an all-true FOV.
+    no dark surround at all (cropped inside the disc) gives an all-true FOV. Photographs larger
+    than ``WORK_SIDE`` are searched at that size and the disc scaled back, which changes the
+    edge by under a pixel of the reduced image and costs a fraction of the time.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"detect_fov expects (H, W, 3) RGB, got shape {rgb.shape}")
+    height, width = rgb.shape[:2]
+    step = max(height, width) / WORK_SIDE
+    if step <= 1.5:
+        return _detect(rgb)
+    small = cv2.resize(rgb, (max(16, round(width / step)), max(16, round(height / step))), interpolation=cv2.INTER_AREA)
+    region = _detect(small).astype(np.float32)
+    return cv2.resize(region, (width, height), interpolation=cv2.INTER_LINEAR) >= 0.5
+
+
+def _detect(rgb: np.ndarray) -> np.ndarray:
     height, width = rgb.shape[:2]
     red = rgb[..., 0].astype(np.float32)
     luminance = rgb.astype(np.float32).mean(axis=2)
