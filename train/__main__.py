@@ -86,9 +86,11 @@ def main(argv: list[str] | None = None) -> int:
 
     samples = load_samples([Path(d) for d in cfg.data])
     train_samples, val_samples = split_validation(samples, cfg.val_fraction, cfg.seed)
+    data_desc = [f"{Path(d).resolve().name}: {n} training / {m} validation images" for d, n, m in _split_counts(cfg.data, train_samples, val_samples)]
     if cfg.repackage:  # the split is made first, so no image is on both sides in any form
         train_samples += [repackage(s, cfg.repackage) for s in train_samples]
         val_samples += [repackage(s, cfg.repackage) for s in val_samples]
+        data_desc.append(f"each also re-packaged to {cfg.repackage}x{cfg.repackage} as DRIVE-512 (bilinear, annotation binarised at 127)")
     dataset = PatchDataset(train_samples, pre, cfg.patch, cfg.samples_per_image, cfg.seed)
     sampler = DistributedSampler(dataset, shuffle=True, seed=cfg.seed) if ddp else RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed))
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers, drop_last=True, pin_memory=device.type == "cuda")
@@ -123,9 +125,6 @@ def main(argv: list[str] | None = None) -> int:
         start_epoch, step = int(state["epoch"]) + 1, int(state["step"])
         best = dict(state.get("best", best))
 
-    data_desc = [f"{Path(d).resolve().name}: {n} training / {m} validation images" for d, n, m in _split_counts(cfg.data, train_samples, val_samples)]
-    if cfg.repackage:
-        data_desc.append(f"each also re-packaged to {cfg.repackage}x{cfg.repackage} as DRIVE-512 (bilinear, annotation binarised at 127)")
     if master:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
@@ -171,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 def _split_counts(roots, train_samples, val_samples):
     for root in roots:
         name = Path(root).name
-        originals = lambda group: sum(s.name.startswith(name + "/") and "@" not in s.name for s in group)  # noqa: E731
-        yield root, originals(train_samples), originals(val_samples)
+        yield root, sum(s.name.startswith(name + "/") for s in train_samples), sum(s.name.startswith(name + "/") for s in val_samples)
 
 
 def _payload(model, model_args, pre, cfg, data_desc, val, best, epoch, step, optimizer, scheduler) -> dict:
