@@ -184,3 +184,54 @@ def test_aspect_jitter_changes_height_against_width(monkeypatch: pytest.MonkeyPa
     assert len(ratios) == 64
     assert min(ratios) < 0.97 and max(ratios) > 1.03  # both ways
     assert 1 / 1.09 <= min(ratios) and max(ratios) <= 1.09  # within the documented jitter
+
+
+def test_weight_average_is_the_exponential_mean_of_weights_and_statistics() -> None:
+    from train.ema import WeightAverage
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    ema = WeightAverage(model, decay=0.75)
+    before = {k: v.clone() for k, v in ema.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    model.train()(torch.randn(2, 1, 8, 8))  # moves the running statistics and the batch counter
+    ema.update(model)
+    now, average = model.state_dict(), ema.state_dict()
+    for name, value in average.items():
+        if value.is_floating_point():
+            assert torch.allclose(value, 0.75 * before[name] + 0.25 * now[name], atol=1e-6), name
+        else:
+            assert torch.equal(value, now[name]), name
+    assert not any(p.requires_grad for p in ema.model.parameters())
+    assert not torch.equal(model[0].weight, ema.model[0].weight)  # a copy, not the same tensors
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        WeightAverage(model, decay=1.0)
+
+
+@pytest.mark.data
+def test_ema_run_keeps_the_average_and_resumes_both_weights(drive_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from train.__main__ import main
+    from train.ship import main as ship
+
+    out = tmp_path / "run"
+    common = ["--data", str(drive_root), "--out", str(out), "--val-fraction", "0.1", "--ema", "0.5", *TINY]
+    assert main([*common, "--max-steps", "2"]) == 0
+    first = torch.load(out / "last.pt", weights_only=True)
+    conv = [k for k in first["model"] if k.endswith("weight") and first["model"][k].ndim == 4]
+    assert conv and not all(torch.equal(first["model"][k], first["train_model"][k]) for k in conv)
+    # With the optimiser stilled, the raw weights stay put, so two more steps move the average
+    # exactly 1 - 0.5**2 of the way towards them; resuming either from the wrong field breaks this.
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, closure=None: None)
+    assert main([*common, "--max-steps", "4", "--resume", str(out / "last.pt")]) == 0
+    second = torch.load(out / "last.pt", weights_only=True)
+    for k in conv:
+        assert torch.equal(second["train_model"][k], first["train_model"][k]), k
+        expected = 0.25 * first["model"][k] + 0.75 * first["train_model"][k]
+        assert torch.allclose(second["model"][k], expected, atol=1e-6), k
+    assert ship([str(out / "last.pt"), "--out", str(tmp_path / "shipped.pt")]) == 0
+    shipped = torch.load(tmp_path / "shipped.pt", weights_only=True)
+    assert "train_model" not in shipped and "optimizer" not in shipped
+    assert all(torch.equal(shipped["model"][k], second["model"][k]) for k in conv)
+    model, _ = load_model(tmp_path / "shipped.pt")
+    assert torch.equal(model.state_dict()[conv[0]], second["model"][conv[0]])

@@ -35,6 +35,7 @@ from vesselcli.preprocess import Preprocessing
 from vesselcli.unet import UNet, UNetConfig, count_parameters
 
 from .data import PatchDataset, load_samples, repackage, split_validation
+from .ema import WeightAverage
 from .loop import evaluate, train_one_epoch
 from .options import TrainConfig, parse_args
 from .progress import Progress
@@ -124,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
             scheduler.load_state_dict(state["scheduler"])
         start_epoch, step = int(state["epoch"]) + 1, int(state["step"])
         best = dict(state.get("best", best))
+    # With --ema the average is what is validated, kept and shipped (checkpoint "model");
+    # the raw weights the optimiser moves travel as "train_model" for --resume.
+    ema = WeightAverage(raw_model, cfg.ema) if cfg.ema else None
+    if ema is not None and cfg.resume and "train_model" in state:
+        ema.load_state_dict(state["model"])
+        raw_model.load_state_dict(state["train_model"])
 
     if master:
         out.mkdir(parents=True, exist_ok=True)
@@ -144,17 +151,17 @@ def main(argv: list[str] | None = None) -> int:
             dataset.set_epoch(epoch)
             stats, step = train_one_epoch(
                 net, loader, optimizer, scheduler, device, cfg.loss, autocast_dtype, scaler, step, cfg.max_steps,
-                on_step=lambda s, loss: progress.update(s, loss, epoch, cfg.batch_size * world),
+                on_step=lambda s, loss: progress.update(s, loss, epoch, cfg.batch_size * world), ema=ema,
             )
             last_epoch = epoch + 1 >= cfg.epochs or bool(cfg.max_steps and step >= cfg.max_steps)
             val = {}
             if val_samples and ((epoch + 1) % cfg.val_every == 0 or last_epoch):
-                val = evaluate(raw_model, val_samples, pre, device, rank, world)
+                val = evaluate(ema.model if ema else raw_model, val_samples, pre, device, rank, world)
             improved = bool(val) and val["iou"] > best["iou"]
             if improved:
                 best = {"iou": val["iou"], "epoch": epoch, **{f"val_{k}": v for k, v in val.items()}}
             if master:
-                payload = _payload(raw_model, model_args, pre, cfg, data_desc, val, best, epoch, step, optimizer, scheduler)
+                payload = _payload(raw_model, ema, model_args, pre, cfg, data_desc, val, best, epoch, step, optimizer, scheduler)
                 save_checkpoint(out / "last.pt", payload)
                 if improved or not val_samples:
                     save_checkpoint(out / "best.pt", payload)
@@ -173,11 +180,14 @@ def _split_counts(roots, train_samples, val_samples):
         yield root, sum(s.name.startswith(name + "/") for s in train_samples), sum(s.name.startswith(name + "/") for s in val_samples)
 
 
-def _payload(model, model_args, pre, cfg, data_desc, val, best, epoch, step, optimizer, scheduler) -> dict:
+def _payload(model, ema, model_args, pre, cfg, data_desc, val, best, epoch, step, optimizer, scheduler) -> dict:
     threshold = float(val.get("best_threshold", 0.5)) if val else 0.5
+    weights = ema.state_dict() if ema is not None else model.state_dict()
+    extra = {"train_model": {k: v.detach().cpu() for k, v in model.state_dict().items()}} if ema is not None else {}
     return {
         "version": __version__,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model": {k: v.detach().cpu() for k, v in weights.items()},
+        **extra,
         "model_args": model_args.to_dict(),
         "preprocessing": pre.to_dict(),
         "threshold": threshold,

@@ -14,6 +14,7 @@ from vesselcli import metrics
 from vesselcli.preprocess import Preprocessing, prepare, resize_image
 
 from .data import Sample
+from .ema import WeightAverage
 
 LEVELS = 256  # probability histogram bins used for thresholds and AUC
 
@@ -61,6 +62,7 @@ def train_one_epoch(
     step: int,
     max_steps: int,
     on_step: Callable[[int, float], None],
+    ema: WeightAverage | None = None,
 ) -> tuple[EpochStats, int]:
     model.train()
     start = time.perf_counter()
@@ -84,6 +86,8 @@ def train_one_epoch(
             optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if ema is not None:
+            ema.update(model.module if hasattr(model, "module") else model)
         step += 1
         steps += 1
         total += torch.tensor([loss.item() * x.shape[0], x.shape[0]], dtype=torch.float64, device=device)

@@ -28,6 +28,7 @@ class TrainConfig:
     seed: int = 0
     resume: str = ""
     init: str = ""  # start from this checkpoint's weights (fine-tuning); fresh optimizer and schedule
+    ema: float = 0.0  # validate, keep and ship an exponential moving average of the weights with this decay; 0: off
     repackage: int = 0  # also train/validate on every image squashed to N x N as DRIVE-512 was made; 0: off
     threads: int = 0  # CPU threads per process; 0: PyTorch's default
     # Model
@@ -85,4 +86,6 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         parser.error(f"--loss must be 'bce' or 'bce+dice', got {values['loss']!r}")
     if values["schedule"] not in ("cosine", "constant"):
         parser.error(f"--schedule must be 'cosine' or 'constant', got {values['schedule']!r}")
+    if values["ema"] and not 0.0 < values["ema"] < 1.0:
+        parser.error(f"--ema must be 0 (off) or a decay between 0 and 1 such as 0.999, got {values['ema']}")
     return TrainConfig(**values)

@@ -3,7 +3,7 @@
     python -m train.ship runs/default/best.pt
 
 Writes ``vesselcli/models/default.pt``: the same self-describing checkpoint without the
-optimizer and scheduler state (weights, model arguments, preprocessing, threshold, data,
+optimizer and scheduler state (nor, for an ``--ema`` run, the raw training weights) (weights, model arguments, preprocessing, threshold, data,
 validation metrics, config). Then ``make engine`` (``vesselseg export --update-shipped``)
 rebuilds the shipped ONNX model from it.
 """
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(SHIPPED))
     args = parser.parse_args(argv)
     data = read_checkpoint(args.checkpoint)
-    kept = {k: v for k, v in data.items() if k not in ("format", "optimizer", "scheduler")}
+    kept = {k: v for k, v in data.items() if k not in ("format", "optimizer", "scheduler", "train_model")}
     save_checkpoint(Path(args.out), kept)
     print(f"wrote {args.out} (epoch {data['epoch']}, step {data['step']}, threshold {data['threshold']:.3f}, metrics {data['metrics']})")
     return 0
