@@ -196,7 +196,7 @@ def test_weight_average_is_the_exponential_mean_of_weights_and_statistics() -> N
         for p in model.parameters():
             p.add_(1.0)
     model.train()(torch.randn(2, 1, 8, 8))  # moves the running statistics and the batch counter
-    ema.update(model)
+    ema.update()
     now, average = model.state_dict(), ema.state_dict()
     for name, value in average.items():
         if value.is_floating_point():

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         raw_model.load_state_dict(init["model"])
     if cfg.resume:
         state = read_checkpoint(cfg.resume)
-        raw_model.load_state_dict(state["model"])
+        raw_model.load_state_dict(state.get("train_model", state["model"]))
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler"):
             scheduler.load_state_dict(state["scheduler"])
@@ -130,7 +130,6 @@ def main(argv: list[str] | None = None) -> int:
     ema = WeightAverage(raw_model, cfg.ema) if cfg.ema else None
     if ema is not None and cfg.resume and "train_model" in state:
         ema.load_state_dict(state["model"])
-        raw_model.load_state_dict(state["train_model"])
 
     if master:
         out.mkdir(parents=True, exist_ok=True)
@@ -182,11 +181,13 @@ def _split_counts(roots, train_samples, val_samples):
 
 def _payload(model, ema, model_args, pre, cfg, data_desc, val, best, epoch, step, optimizer, scheduler) -> dict:
     threshold = float(val.get("best_threshold", 0.5)) if val else 0.5
-    weights = ema.state_dict() if ema is not None else model.state_dict()
-    extra = {"train_model": {k: v.detach().cpu() for k, v in model.state_dict().items()}} if ema is not None else {}
+    def on_cpu(module) -> dict:
+        return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+    extra = {"train_model": on_cpu(model)} if ema is not None else {}
     return {
         "version": __version__,
-        "model": {k: v.detach().cpu() for k, v in weights.items()},
+        "model": on_cpu(ema.model if ema is not None else model),
         **extra,
         "model_args": model_args.to_dict(),
         "preprocessing": pre.to_dict(),

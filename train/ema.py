@@ -23,13 +23,14 @@ class WeightAverage:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must be between 0 and 1, got {decay}")
         self.decay = decay
+        self.source = model  # the unwrapped model the optimiser moves (not its DDP wrapper)
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        current = model.state_dict()
+    def update(self) -> None:
+        current = self.source.state_dict()
         for name, average in self.model.state_dict().items():
             value = current[name].detach()
             if average.is_floating_point():

@@ -87,7 +87,7 @@ def train_one_epoch(
         if scheduler is not None:
             scheduler.step()
         if ema is not None:
-            ema.update(model.module if hasattr(model, "module") else model)
+            ema.update()
         step += 1
         steps += 1
         total += torch.tensor([loss.item() * x.shape[0], x.shape[0]], dtype=torch.float64, device=device)
