@@ -163,8 +163,43 @@ def test_init_starts_from_a_checkpoint_and_refuses_another_model(drive_root: Pat
     conv = [k for k in a["model"] if k.endswith("weight") and a["model"][k].ndim == 4]
     assert conv and all(torch.equal(a["model"][k], b["model"][k]) for k in conv)
     assert b["step"] == 1 and any("re-packaged to 128x128" in d for d in b["data"])
-    with pytest.raises(SystemExit, match="differs"):
-        main([*common, "--out", str(tmp_path / "third"), "--init", str(first / "last.pt"), "--base-channels", "8"])
+    # A narrower checkpoint is widened: the first channels keep their weights (up to the noise).
+    assert main([*common, "--out", str(tmp_path / "third"), "--init", str(first / "last.pt"), "--lr", "0", "--base-channels", "8"]) == 0
+    c = torch.load(tmp_path / "third" / "last.pt", weights_only=True)
+    assert c["model_args"]["base_channels"] == 8
+    w = a["model"]["down.0.0.weight"]
+    assert c["model"]["down.0.0.weight"].shape[0] == 8
+    assert torch.allclose(c["model"]["down.0.0.weight"][:4], w, atol=0.05 * float(w.std()))
+    with pytest.raises(SystemExit, match="cannot start"):
+        main([*common, "--out", str(tmp_path / "fourth"), "--init", str(first / "last.pt"), "--depth", "3"])
+
+
+@pytest.mark.parametrize("norm,padding", [("batch", "same"), ("none", "valid")])
+def test_widening_keeps_the_function_in_eval_and_training_mode(norm: str, padding: str) -> None:
+    from train.widen import widen
+
+    torch.manual_seed(0)
+    narrow = UNet(UNetConfig(base_channels=4, depth=2, norm=norm, padding=padding))
+    if norm == "batch":  # trained-looking statistics, so copying them is actually tested
+        for module in narrow.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-1, 1)
+                module.running_var.uniform_(0.5, 2)
+                module.weight.data.uniform_(0.5, 1.5)
+                module.bias.data.uniform_(-0.5, 0.5)
+    wide = widen(narrow, UNetConfig(base_channels=7, depth=2, norm=norm, padding=padding), seed=3)
+    assert wide.down[0][0].weight.shape[0] == 7 and wide.bottleneck[-2 if norm == "none" else -3].weight.shape[0] == 28
+    x = torch.randn(2, 1, 40, 36)
+    for mode in ("eval", "train"):
+        narrow.train(mode == "train"), wide.train(mode == "train")
+        with torch.no_grad():
+            assert torch.allclose(narrow(x), wide(x), atol=1e-4), mode
+    noisy = widen(narrow, UNetConfig(base_channels=7, depth=2, norm=norm, padding=padding), noise=0.01, seed=3)
+    assert not torch.equal(noisy.down[0][0].weight[:4], narrow.down[0][0].weight)
+    with pytest.raises(ValueError, match="narrow"):
+        widen(narrow, UNetConfig(base_channels=2, depth=2, norm=norm, padding=padding))
+    with pytest.raises(ValueError, match="only widen"):
+        widen(narrow, UNetConfig(base_channels=8, depth=3, norm=norm, padding=padding))
 
 
 def test_aspect_jitter_changes_height_against_width(monkeypatch: pytest.MonkeyPatch) -> None:

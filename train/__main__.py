@@ -39,6 +39,10 @@ from .ema import WeightAverage
 from .loop import evaluate, train_one_epoch
 from .options import TrainConfig, parse_args
 from .progress import Progress
+from .widen import widen
+
+#: Relative weight noise that lets widened copies of a channel part ways (see train/widen.py).
+WIDEN_NOISE = 0.01
 
 
 def setup_distributed(device_option: str) -> tuple[bool, int, int, int, torch.device]:
@@ -114,9 +118,19 @@ def main(argv: list[str] | None = None) -> int:
     start_epoch, step, best = 0, 0, {"iou": -1.0}
     if cfg.init and not cfg.resume:
         init = read_checkpoint(cfg.init)
-        if UNetConfig.from_dict(init["model_args"]) != model_args:
-            raise SystemExit(f"--init {cfg.init}: its model ({init['model_args']}) differs from the one asked for ({model_args.to_dict()})")
-        raw_model.load_state_dict(init["model"])
+        init_args = UNetConfig.from_dict(init["model_args"])
+        weights = init["model"]
+        if init_args != model_args:
+            # A narrower checkpoint is widened so the wider model starts as the same function.
+            narrower = UNet(init_args)
+            narrower.load_state_dict(weights)
+            try:
+                weights = widen(narrower, model_args, noise=WIDEN_NOISE, seed=cfg.seed).state_dict()
+            except ValueError as exc:
+                raise SystemExit(f"--init {cfg.init}: its model ({init_args.to_dict()}) cannot start the one asked for ({model_args.to_dict()}): {exc}") from None
+            if master:
+                print(f"--init: widened {init_args.base_channels} to {model_args.base_channels} base channels (Net2WiderNet, noise {WIDEN_NOISE})", flush=True)
+        raw_model.load_state_dict(weights)
     if cfg.resume:
         state = read_checkpoint(cfg.resume)
         raw_model.load_state_dict(state.get("train_model", state["model"]))
