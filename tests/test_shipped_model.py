@@ -24,13 +24,13 @@ def test_shipped_model_keeps_drive_f1_inside_the_fov(drive_root: Path) -> None:
 @pytest.mark.data
 def test_shipped_model_keeps_drive512_iou(drive512_root: Path) -> None:
     """The report's protocol: 20 DRIVE-512 test images, whole image. The shipped model measures
-    0.6821 (the report: 0.6827, not yet beaten; see MODEL_CARD.md); this floor catches a
-    model or pipeline change that loses ground on it."""
+    0.6845; it must stay above the report's 0.6827, so a model or pipeline change that loses
+    the lead fails here."""
     model, ckpt = load_model(SHIPPED)
     triples = protocol_sets(drive512_root.parent)["DRIVE-512"]
     assert len(triples) == 20
     figures = score_set(model, preprocessing_of(ckpt), float(ckpt["threshold"]), triples, whole_image=True)
-    assert figures["iou"] >= 0.680, figures
+    assert figures["iou"] > 0.6827, figures
 
 
 def test_shipped_checkpoint_describes_itself() -> None:
