@@ -1,7 +1,7 @@
 # The front door: every install step and every task, each a thin call into the package.
 #   make segment IN=./scans OUT=./masks     segment a folder (base install: ONNX Runtime, no torch)
 #   make test                               install test deps and run the test suite
-#   make train                              train the documented default model (two stages)
+#   make train                              train the documented default model (three stages)
 #   make engine                             export the shipped checkpoint to ONNX (+ TensorRT if present)
 #   make bench                              write BENCHMARKS.md (accuracy and speed, this machine)
 PYTHON ?= python3
@@ -44,12 +44,14 @@ test: $(VENV)/.dev
 test-fast: $(VENV)/.dev
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
-# The shipped default model, two stages (see MODEL_CARD.md for the time and hardware they took):
-# train from scratch, then fine-tune with DRIVE-512-style re-packaged copies. Install the result
-# with `$(PY) -m train.ship $(RUN)-512/best.pt` and `make engine`.
+# The shipped default model, three stages (see MODEL_CARD.md for the time and hardware they took):
+# train from scratch, fine-tune with DRIVE-512-style re-packaged copies, then a warm restart of
+# the learning rate on the same data. Install the result with
+# `$(PY) -m train.ship $(RUN)-restart/best.pt` and `make engine`.
 train: $(VENV)/.dev
 	$(PY) -m train --config train/configs/default.toml --data $(DATA)/DRIVE --data $(DATA)/CHASE_DB1 --out $(RUN) $(ARGS)
 	$(PY) -m train --config train/configs/finetune512.toml --init $(RUN)/best.pt --data $(DATA)/DRIVE --data $(DATA)/CHASE_DB1 --out $(RUN)-512 $(ARGS)
+	$(PY) -m train --config train/configs/restart512.toml --init $(RUN)-512/best.pt --data $(DATA)/DRIVE --data $(DATA)/CHASE_DB1 --out $(RUN)-restart $(ARGS)
 
 # The report's configuration (64 base channels, depth 4, valid convolutions, BCE, Adam 1e-4, batch 4).
 train-report: $(VENV)/.dev
