@@ -191,7 +191,8 @@ def test_widening_keeps_the_function_in_eval_and_training_mode(norm: str, paddin
     assert wide.down[0][0].weight.shape[0] == 7 and wide.bottleneck[-2 if norm == "none" else -3].weight.shape[0] == 28
     x = torch.randn(2, 1, 40, 36)
     for mode in ("eval", "train"):
-        narrow.train(mode == "train"), wide.train(mode == "train")
+        narrow.train(mode == "train")
+        wide.train(mode == "train")
         with torch.no_grad():
             assert torch.allclose(narrow(x), wide(x), atol=1e-4), mode
     noisy = widen(narrow, UNetConfig(base_channels=7, depth=2, norm=norm, padding=padding), noise=0.01, seed=3)

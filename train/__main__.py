@@ -39,10 +39,7 @@ from .ema import WeightAverage
 from .loop import evaluate, train_one_epoch
 from .options import TrainConfig, parse_args
 from .progress import Progress
-from .widen import widen
-
-#: Relative weight noise that lets widened copies of a channel part ways (see train/widen.py).
-WIDEN_NOISE = 0.01
+from .widen import NOISE as WIDEN_NOISE, widen
 
 
 def setup_distributed(device_option: str) -> tuple[bool, int, int, int, torch.device]:

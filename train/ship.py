@@ -4,8 +4,9 @@
 
 Writes ``vesselcli/models/default.pt``: the same self-describing checkpoint without the
 optimizer and scheduler state and, for an ``--ema`` run, without the raw training weights
-(weights, model arguments, preprocessing, threshold, data, validation metrics, config). Then ``make engine`` (``vesselseg export --update-shipped``)
-rebuilds the shipped ONNX model from it.
+(weights, model arguments, preprocessing, threshold, data, validation metrics, config).
+Then ``make engine`` (``vesselseg export --update-shipped``) rebuilds the shipped ONNX model
+from it.
 """
 from __future__ import annotations
 
