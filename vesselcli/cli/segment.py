@@ -33,6 +33,7 @@ from ..engines.select import ENGINES
 from ..imageio import DEFAULT_MAX_PIXELS
 from ..lock import LockedError
 from ..report import CsvMismatchError, ImageResult, Report
+from ..variants.record import PRECISIONS
 
 
 class Refused(click.ClickException):
@@ -115,6 +116,8 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
               help="ONNX model, TensorRT engine or training checkpoint. Default: the shipped model.")
 @click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True, help="Inference backend.")
 @click.option("--device", default="auto", show_default=True, callback=_check_device, help="auto, cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help="fp32, int8 (the gated INT8 variant, ONNX Runtime on the CPU), or auto: the fastest that passed its gate.")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), metavar="T",
               help="Vessel where probability >= T. Default: the model's own.")
 @click.option("--workers", type=click.IntRange(1, 64), default=DEFAULT_WORKERS, show_default=True,
@@ -133,7 +136,7 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
               help="Refuse images larger than this many pixels before decoding them.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary; errors still go to stderr.")
 def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: Path | None, gt_pattern: str | None,
-            model: Path | None, engine: str, device: str, threshold: float | None, workers: int, batch_size: int,
+            model: Path | None, engine: str, device: str, precision: str, threshold: float | None, workers: int, batch_size: int,
             tile_size: int, tile_overlap: int, tta: bool, save_probabilities: bool, no_overlays: bool,
             overwrite: bool, max_pixels: int, quiet: bool) -> None:
     """Segment the vessels of every image in INPUT... (files and folders, searched recursively).
@@ -154,14 +157,15 @@ def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: P
     )
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
-        code = _segment(config, model, engine, device, err, quiet)
+        code = _segment(config, model, engine, device, precision, err, quiet)
     except KeyboardInterrupt:  # Ctrl-C while finding images or loading the model: nothing written yet
         err.print("interrupted before any image was segmented", markup=False)
         code = 128 + signal.SIGINT
     click.get_current_context().exit(code)
 
 
-def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str, err: Console, quiet: bool) -> int:
+def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str, precision: str, err: Console,
+             quiet: bool) -> int:
     """Plan, open the engine, run; returns the exit code (usage errors raise click exceptions)."""
     try:
         the_plan = pipeline.plan(config)
@@ -170,7 +174,7 @@ def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str
     try:
         from ..engines import open_engine
 
-        the_engine = open_engine(model, engine, device)
+        the_engine = open_engine(model, engine, device, precision=precision)
     except ModelError as exc:
         raise click.UsageError(f"cannot use the model: {exc}") from None
     try:
@@ -201,7 +205,8 @@ def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, q
                   f"({names}{more}); their figure columns stay empty", markup=False)
     if not quiet:
         threshold = config.threshold if config.threshold is not None else engine.info.threshold
-        err.print(f"{len(the_plan.items)} images, {engine.name} on {engine.device}, threshold {threshold:.3f}",
+        err.print(f"{len(the_plan.items)} images, {engine.name} on {engine.device} "
+                  f"({getattr(engine, 'precision', 'fp32')}), threshold {threshold:.3f}",
                   markup=False)
     stop = threading.Event()
     columns = (TextColumn("segmenting"), BarColumn(), MofNCompleteColumn(), RateColumn(), TextColumn("ETA"),
