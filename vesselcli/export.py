@@ -357,7 +357,7 @@ def _gate_line(record: dict) -> str:
     precision = record["precision"]
     parts.append(f"DRIVE test F1 {record['f1'][precision]:.4f} vs float32 {record['f1']['fp32']:.4f}")
     ms = record["ms_per_batch"]
-    parts.append(f"{ms['fp32']:.0f} -> {ms[precision]:.0f} ms per batch of {record['batch']}")
+    parts.append(f"{ms['fp32']:.0f} -> {ms[precision]:.0f} ms per batch of {record.get('batch', 'tiles')}")
     return "; ".join(parts)
 
 
