@@ -72,7 +72,8 @@ def time_stages(images: list[Path], engines: dict, repeats: int, truth_dir: Path
     spec = SegmentConfig(inputs=(), out=scratch).tile_spec(first.info.tile_multiple, first.info.fixed_tile)
     per: dict[str, list[float]] = {name: [] for name in STAGES}
     net: dict[str, list[float]] = {name: [] for name in engines}
-    tiles = []
+    tiles: list[int] = []
+    tile_shape = ""
     truths = pair_files(images, sorted(truth_dir.iterdir()), None)[0] if truth_dir else {}
     for path in images:
         t, rgb = fastest(lambda: read_image(path), repeats)
@@ -106,6 +107,7 @@ def time_stages(images: list[Path], engines: dict, repeats: int, truth_dir: Path
         per["tile_blend"].append(t)
         tiles.append(len(batches) and sum(len(b) for b in batches[: len(batches) // repeats]))
         batch = np.concatenate(batches[: len(batches) // repeats])
+        tile_shape = tile_shape or f"{batch.shape[3]}x{batch.shape[2]}"
         logits = None
         for name, engine in engines.items():
             engine.infer(batch[:1])  # warm-up of this shape
@@ -147,6 +149,7 @@ def time_stages(images: list[Path], engines: dict, repeats: int, truth_dir: Path
         "size": size,
         "tiles": tiles,
         "tile": spec.size,
+        "tile_shape": tile_shape,
         "stages": {name: statistics.fmean(v) for name, v in per.items() if v},
         "network": {name: statistics.fmean(v) for name, v in net.items()},
     }
