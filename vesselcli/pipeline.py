@@ -172,6 +172,8 @@ class _Run:
         self.on_result = on_result
         self.threshold = config.threshold if config.threshold is not None else float(engine.info.threshold)
         self.spec = config.tile_spec(engine.info.tile_multiple, engine.info.fixed_tile)
+        # Crop to the FOV's box on the model's pooling grid; a fixed-tile engine pads anyway.
+        self._align = max(1, engine.info.tile_multiple)
         self.prepared: queue.Queue = queue.Queue(maxsize=config.workers)
         self.predicted: queue.Queue = queue.Queue(maxsize=config.workers)
         self.items: queue.SimpleQueue = queue.SimpleQueue()
@@ -225,7 +227,7 @@ class _Run:
                     break
                 started = time.perf_counter()
                 try:
-                    job = load(item, self.plan.partners[item.path], pre, self.config.max_pixels)
+                    job = load(item, self.plan.partners[item.path], pre, self.config.max_pixels, self._align)
                 except StageError as exc:
                     self._record(error_result(item, str(exc), started))
                     continue
