@@ -320,7 +320,7 @@ class _Run:
         """Finish, write and record one image; a full or read-only disk stops the run."""
         try:
             mask, result = finish(job, probability, self.threshold)
-            write(job, mask, self.paths, self.config.overlays, self.config.save_probabilities)
+            write(job, mask, self.paths, self.config.overlays, self.config.save_probabilities, self.threshold)
         except OSError as exc:
             if exc.errno in FATAL_ERRNOS:
                 fix = "make it writable" if exc.errno == errno.EROFS else "free space"
