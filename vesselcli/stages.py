@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
-from .discover import Item, OutputPaths
+from .discover import Item, LinkedOutputError, OutputPaths
 from .fov import detect_fov
 from .imageio import ImageReadError, encode_jpeg, encode_png, read_image, read_mask, write_atomic
 from .overlay import overlay
@@ -161,12 +161,21 @@ def write(job: Job, mask: np.ndarray, paths: OutputPaths, overlays: bool, probab
     The map is ``probability_levels`` of the probability at ``threshold`` (the one the mask used).
     """
     key = job.item.key
-    write_atomic(paths.mask(key), encode_png(mask.astype(np.uint8) * 255))
+    _write_inside(paths, paths.mask(key), encode_png(mask.astype(np.uint8) * 255))
     if overlays and job.rgb is not None:
-        write_atomic(paths.overlay(key), encode_jpeg(overlay(job.rgb, mask, job.fov, job.truth)))
+        _write_inside(paths, paths.overlay(key), encode_jpeg(overlay(job.rgb, mask, job.fov, job.truth)))
     if probabilities and job.probability is not None:
         levels = probability_levels(job.probability, mask, job.fov, threshold)
-        write_atomic(paths.probability(key), encode_png(levels))
+        _write_inside(paths, paths.probability(key), encode_png(levels))
+
+
+def _write_inside(paths: OutputPaths, path: Path, data: bytes) -> None:
+    """Write atomically, through no symbolic link inside OUT (``StageError`` naming the link)."""
+    try:
+        paths.make_folders(path)
+    except LinkedOutputError as exc:
+        raise StageError(str(exc)) from None
+    write_atomic(path, data)
 
 
 def error_result(item: Item, message: str, started: float | None = None) -> ImageResult:
