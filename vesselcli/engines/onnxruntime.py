@@ -5,6 +5,8 @@ the ONNX file's own metadata (see ``metadata``), so no side file is needed.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from pathlib import Path
 
@@ -48,6 +50,21 @@ def cuda_provider_listed() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
+def preload_cuda_libraries(ort) -> str:  # noqa: ANN001 - the onnxruntime module
+    """Load the CUDA and cuDNN libraries of NVIDIA's wheels (``vesselseg[gpu]``) so the CUDA
+    provider finds them without a system CUDA install; ONNX Runtime's documented way
+    (``onnxruntime.preload_dlls``, 1.21+). Returns what it printed (missing libraries), else ''."""
+    if not hasattr(ort, "preload_dlls"):
+        return ""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        try:
+            ort.preload_dlls()
+        except Exception as exc:  # noqa: BLE001 - a failed preload only means the provider may not load
+            print(f"{exc.__class__.__name__}: {exc}")
+    return " ".join(printed.getvalue().split())
+
+
 class OnnxRuntimeEngine:
     """An ``.onnx`` model in an ``onnxruntime.InferenceSession``.
 
@@ -77,8 +94,10 @@ class OnnxRuntimeEngine:
         elif device.startswith("cuda"):
             if not cuda_provider_listed():
                 raise EngineUnavailable(
-                    "this onnxruntime has no CUDA provider (install onnxruntime-gpu for GPU inference with ONNX Runtime)"
+                    "this onnxruntime is the CPU build, with no CUDA provider "
+                    "(`pip uninstall -y onnxruntime` then `pip install 'vesselseg[gpu]'`)"
                 )
+            preloaded = preload_cuda_libraries(ort)
             index = int(device.partition(":")[2] or 0)
             providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
         else:
@@ -86,10 +105,14 @@ class OnnxRuntimeEngine:
         try:
             self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception zoo
+            if device.startswith("cuda"):  # the GPU failed (memory, CUDA error); the CPU then says if the model is bad
+                raise EngineUnavailable(f"ONNX Runtime could not create a CUDA session ({exc.__class__.__name__}: "
+                                        f"{' '.join(str(exc).split())[:300]})") from None
             raise ModelError(f"{path} is not a readable ONNX model ({exc.__class__.__name__}: {str(exc)[:300]})") from None
         if device.startswith("cuda") and "CUDAExecutionProvider" not in self._session.get_providers():
             raise EngineUnavailable(
-                "onnxruntime's CUDA provider did not load (CUDA or cuDNN libraries missing or not matching this onnxruntime-gpu)"
+                "onnxruntime's CUDA provider did not load (CUDA or cuDNN libraries missing or not matching this "
+                f"onnxruntime-gpu; `vesselseg info` says which){': ' + preloaded if preloaded else ''}"
             )
         self.device = device
         self.path = path
