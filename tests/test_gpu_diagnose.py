@@ -164,3 +164,8 @@ def test_info_prints_each_diagnosis_as_one_line_with_its_fix(monkeypatch, facts,
     assert result.exit_code == 0, result.output
     (line,) = [line for line in result.output.splitlines() if expected in line]
     assert "; fix: " in line
+
+
+def test_no_driver_with_the_gpu_runtime_installed_asks_only_for_the_driver() -> None:
+    (finding,) = diagnose(GpuFacts(driver=None, runtimes=GPU_ORT, ort_cuda="12.8", libraries=dict(ALL_LIBS)))
+    assert "no NVIDIA driver" in finding.problem and finding.fix == "for an NVIDIA GPU, install its driver (>= 525.60.13)"

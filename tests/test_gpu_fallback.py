@@ -107,3 +107,22 @@ def test_info_shows_the_gpu_failures_and_the_cpu_engine_it_uses(failing_gpu) -> 
     assert ["failed", "onnxruntime", "cuda:0"] in [row[:3] for row in rows]
     assert ["failed", "torch", "cuda:0"] in [row[:3] for row in rows]
     assert "could not create a CUDA session" in result.output and "uses: onnxruntime on cpu" in result.output
+
+
+def session_that_drops_cuda(path, sess_options=None, providers=None):  # noqa: ANN001, ANN201
+    """What onnxruntime-gpu does without a usable driver: prints the EP error, retries on the CPU."""
+    if any("CUDAExecutionProvider" in str(p) for p in providers or ()):
+        print("*************** EP Error ***************\nEP Error ... [ONNXRuntimeError] : 1 : FAIL : CUDA failure 35: "
+              "CUDA driver version is insufficient for CUDA runtime version ; GPU=-1 ; hostname=vm\n"
+              "Falling back to ['CPUExecutionProvider'] and retrying.")
+    return REAL_SESSION(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+
+def test_a_cuda_provider_that_silently_drops_to_the_cpu_is_a_failed_attempt_with_its_cause(
+        monkeypatch, failing_gpu, capsys) -> None:
+    monkeypatch.setattr(onnxruntime, "InferenceSession", session_that_drops_cuda)
+    selection = choose_engine()
+    reason = next(a.reason for a in selection.attempts if a.outcome == "failed" and a.engine == "onnxruntime")
+    assert "CUDA provider did not start (CUDA failure 35: CUDA driver version is insufficient" in reason
+    assert (selection.engine.name, selection.engine.device) == ("onnxruntime", "cpu")
+    assert "EP Error" not in capsys.readouterr().out  # onnxruntime's banner is folded into the reason

@@ -90,9 +90,9 @@ def diagnose(facts: GpuFacts) -> list[Finding]:
     """Every finding, most fundamental first; a machine with nothing missing gets one 'ok'."""
     found = _runtime_findings(facts)
     if facts.driver is None:
+        then = "" if facts.ort_cuda else f", then `{GPU_INSTALL}`"
         found.append(Finding("note", "no NVIDIA driver found (no /proc/driver/nvidia/version): vesselseg runs on the CPU",
-                             f"for an NVIDIA GPU, install its driver (>= {MIN_DRIVER[GPU_EXTRA_CUDA]}), "
-                             f"then `{GPU_INSTALL}`"))
+                             f"for an NVIDIA GPU, install its driver (>= {MIN_DRIVER[cuda_major(facts)]}){then}"))
         return found
     major = cuda_major(facts)
     driver, needed = parse_version(facts.driver), parse_version(MIN_DRIVER.get(major, "0"))

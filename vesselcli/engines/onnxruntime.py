@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,14 @@ def preload_cuda_libraries(ort) -> str:  # noqa: ANN001 - the onnxruntime module
     return " ".join(printed.getvalue().split())
 
 
+def provider_error(printed: str) -> str:
+    """The cause in what onnxruntime printed when its CUDA provider failed, e.g. 'CUDA failure 35:
+    CUDA driver version is insufficient for CUDA runtime version', or a library that failed to load."""
+    text = " ".join(printed.split())
+    match = re.search(r"(CUDA failure \d+: [^;]+|Failed to load [^;]+)", text)
+    return match.group(1).strip()[:200] if match else ""
+
+
 class OnnxRuntimeEngine:
     """An ``.onnx`` model in an ``onnxruntime.InferenceSession``.
 
@@ -102,17 +111,22 @@ class OnnxRuntimeEngine:
             providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
         else:
             raise ModelError(f"unknown device {device!r} for ONNX Runtime; expected 'cpu' or 'cuda[:N]'")
+        printed = io.StringIO()
         try:
-            self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+            if device.startswith("cuda"):
+                ort.set_default_logger_severity(4)  # the CUDA provider's own error lines: we report the cause once
+            with contextlib.redirect_stdout(printed):  # onnxruntime prints "EP Error ... Falling back" there
+                self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception zoo
             if device.startswith("cuda"):  # the GPU failed (memory, CUDA error); the CPU then says if the model is bad
                 raise EngineUnavailable(f"ONNX Runtime could not create a CUDA session ({exc.__class__.__name__}: "
                                         f"{' '.join(str(exc).split())[:300]})") from None
             raise ModelError(f"{path} is not a readable ONNX model ({exc.__class__.__name__}: {str(exc)[:300]})") from None
         if device.startswith("cuda") and "CUDAExecutionProvider" not in self._session.get_providers():
+            cause = provider_error(printed.getvalue() + " " + preloaded)
             raise EngineUnavailable(
-                "onnxruntime's CUDA provider did not load (CUDA or cuDNN libraries missing or not matching this "
-                f"onnxruntime-gpu; `vesselseg info` says which){': ' + preloaded if preloaded else ''}"
+                f"onnxruntime's CUDA provider did not start ({cause or 'CUDA or cuDNN libraries missing or not matching this onnxruntime-gpu'}); "
+                "`vesselseg info` says what is missing"
             )
         self.device = device
         self.path = path
