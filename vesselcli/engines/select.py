@@ -260,7 +260,7 @@ def _probe(engine: Engine) -> None:
 
 
 def _describe(exc: BaseException) -> str:
-    """``Class: first line of the message`` (at most 300 characters), with a hint for out of memory."""
+    """``Class: the message`` on one line (at most 300 characters), with a hint for out of memory."""
     text = " ".join(str(exc).split())[:300] or "no message"
     hint = "; free GPU memory or run with --device cpu" if "out of memory" in text.lower() else ""
     return f"{exc.__class__.__name__}: {text}{hint}"
