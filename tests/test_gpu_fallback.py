@@ -126,3 +126,9 @@ def test_a_cuda_provider_that_silently_drops_to_the_cpu_is_a_failed_attempt_with
     assert "CUDA provider did not start (CUDA failure 35: CUDA driver version is insufficient" in reason
     assert (selection.engine.name, selection.engine.device) == ("onnxruntime", "cpu")
     assert "EP Error" not in capsys.readouterr().out  # onnxruntime's banner is folded into the reason
+
+
+def test_no_onnxruntime_installed_says_which_extra_to_install(monkeypatch) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # `import onnxruntime` now fails
+    with pytest.raises(select.EngineUnavailable, match=r"onnxruntime is not installed.*pip install 'vesselseg\[cpu\]'"):
+        choose_engine(device="cpu")

@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .. import __version__
+from ..engines.diagnose import Finding, GpuFacts
 
 #: Distributions that provide each backend (the first one installed is reported).
 BACKENDS = {
@@ -51,7 +52,7 @@ def gpu_names() -> list[str]:
     return names
 
 
-def _described_version(name: str, distributions: tuple[str, ...], facts: Any) -> str:
+def _described_version(name: str, distributions: tuple[str, ...], facts: GpuFacts) -> str:
     """'1.26.0 (onnxruntime-gpu, CUDA 12.8)', '2.13.0+cpu (CPU build)', or '' when not installed."""
     if name == "onnxruntime" and facts.runtimes:
         build = f"CUDA {facts.ort_cuda}" if facts.ort_cuda else "CPU build"
@@ -63,7 +64,7 @@ def _described_version(name: str, distributions: tuple[str, ...], facts: Any) ->
     return version
 
 
-def _print_findings(console: Console, findings: list) -> None:
+def _print_findings(console: Console, findings: list[Finding]) -> None:
     """The GPU diagnosis: one line per finding, problems in red, notes dimmed."""
     console.print("[bold]GPU setup[/bold]")
     marks = {"ok": "[green]ok[/green]     ", "note": "[dim]note[/dim]   ", "problem": "[red]problem[/red]"}
