@@ -15,6 +15,8 @@ the CSV stays whole. A full or read-only disk stops the run the same way (``Repo
 
 Resuming: an image is skipped when its mask exists and results.csv has an ``ok`` row for it;
 every other row of the images redone is dropped from the CSV first, so no image gets two rows.
+Only a run with the settings recorded in ``OUT/run.json`` resumes (``vesselcli.runrecord``);
+one with other settings is refused before anything is written, unless ``overwrite``.
 """
 from __future__ import annotations
 
@@ -30,12 +32,13 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .config import SegmentConfig
-from .discover import Item, OutputPaths, assign_names, discover, walk_images
+from .discover import Item, OutputPaths, assign_names, discover, linked_outputs, walk_images
 from .engines.base import Engine, sigmoid
 from .imageio import IMAGE_EXTENSIONS
 from .lock import OutputLock
 from .pairing import pair_files
-from .report import ImageResult, Report, ResultsWriter, columns, read_rows
+from .report import ImageResult, Report, ResultsWriter, read_rows
+from .runrecord import check_settings, new_record, now, output_settings, write_run
 from .stages import Job, Partners, StageError, error_result, finish, load, write
 from .tiling import flip_averaged, stream_tiled
 
@@ -96,7 +99,8 @@ def _pair(images: list[Path], folder: Path | None, pattern: str | None) -> tuple
 
 
 def _is_done(item: Item, ok_names: set[str], paths: OutputPaths) -> bool:
-    return item.name in ok_names and paths.mask(item.key).is_file()
+    mask = paths.mask(item.key)
+    return item.name in ok_names and mask.is_file() and not mask.is_symlink()
 
 
 def _remove_stale_temporaries(out: Path) -> None:
@@ -127,35 +131,71 @@ def run(
     stop: threading.Event | None = None,
     on_start: Callable[[Report], None] | None = None,
     on_result: Callable[[ImageResult], None] | None = None,
+    options: dict[str, object] | None = None,
 ) -> Report:
     """Segment the planned images into ``config.out``; returns the run's ``Report``.
 
-    Raises ``LockedError`` when another run holds the output folder, ``CsvMismatchError``
-    when an existing results.csv has other columns, ``OSError`` when the output folder
-    cannot be created. ``on_start`` sees the report once the images to skip are known;
-    ``on_result`` is called (from worker threads, one call at a time) for every image done.
+    Raises ``LinkedOutputError`` when a symbolic link sits where an output of OUT goes,
+    ``LockedError`` when another run holds the output folder, ``SettingsMismatchError``
+    when OUT holds outputs made with other settings (and not ``overwrite``),
+    ``CsvMismatchError`` when an existing results.csv has other columns, ``OSError`` when the
+    output folder cannot be created. ``on_start`` sees the report once the images to skip are
+    known; ``on_result`` is called (from worker threads, one call at a time) for every image
+    done. ``options``: every CLI option, recorded in run.json as they were given.
     """
     stop = stop or threading.Event()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    linked_outputs(out)  # before the lock: its file is one of them
     paths = OutputPaths(out)
     with OutputLock(paths.lock):
         _remove_stale_temporaries(out)
-        header = columns(config.gt_dir is not None)
-        rows = [] if config.overwrite else read_rows(paths.csv, header)
+        settings = run_settings(config, engine)
+        rows = [] if config.overwrite else read_rows(paths.csv)
+        if not config.overwrite:
+            check_settings(out, settings, results_exist=paths.csv.is_file() and paths.csv.stat().st_size > 0)
         ok_names = {r["image"] for r in rows if r.get("status") == "ok"}
         todo = [i for i in the_plan.items if config.overwrite or not _is_done(i, ok_names, paths)]
         redo = {i.name for i in todo}
         kept = list({r["image"]: r for r in rows if r["image"] not in redo}.values())
         report = Report(total=len(the_plan.items), skipped=len(the_plan.items) - len(todo))
+        record = new_record(settings, engine.name, engine.device, options or {})
+        started = time.monotonic()
+        write_run(out, record)  # before any output: whatever is in OUT from now on was made with these
         if on_start is not None:
             on_start(report)
-        writer = ResultsWriter(paths.csv, header, kept)
+        writer = ResultsWriter(paths.csv, kept)
         try:
             _Run(config, the_plan, engine, stop, paths, writer, report, on_result).go(todo)
         finally:
             writer.close()
+            record.update(finished=now(), duration_s=round(time.monotonic() - started, 3),
+                          counts={"done": report.done, "failed": report.failed, "skipped": report.skipped})
+            try:
+                write_run(out, record)
+            except OSError:
+                pass  # a full disk: the record written at the start still holds the settings
     return report
+
+
+def run_settings(config: SegmentConfig, engine: Engine) -> dict[str, object]:
+    """The ``settings`` of run.json for this configuration on this engine (see ``runrecord``)."""
+    threshold = config.threshold if config.threshold is not None else float(engine.info.threshold)
+    spec = config.tile_spec(engine.info.tile_multiple, engine.info.fixed_tile)
+    return output_settings(
+        model=getattr(engine, "path", None),
+        threshold=threshold,
+        fov_diameter=engine.info.preprocessing.fov_diameter,
+        precision=getattr(engine, "precision", "fp32"),
+        tile_size=spec.size,
+        tile_overlap=spec.overlap,
+        tta=config.tta,
+        gt_dir=config.gt_dir,
+        gt_pattern=config.gt_pattern,
+        fov_dir=config.fov_dir,
+        overlays=config.overlays,
+        probabilities=config.save_probabilities,
+    )
 
 
 class _Run:
@@ -285,7 +325,7 @@ class _Run:
         """Finish, write and record one image; a full or read-only disk stops the run."""
         try:
             mask, result = finish(job, probability, self.threshold)
-            write(job, mask, self.paths, self.config.overlays, self.config.save_probabilities)
+            write(job, mask, self.paths, self.config.overlays, self.config.save_probabilities, self.threshold)
         except OSError as exc:
             if exc.errno in FATAL_ERRNOS:
                 fix = "make it writable" if exc.errno == errno.EROFS else "free space"
@@ -294,6 +334,8 @@ class _Run:
                 return
             where = f" ({exc.filename})" if exc.filename else ""
             result = error_result(job.item, f"cannot write outputs: {exc.strerror or exc}{where}", job.started)
+        except StageError as exc:
+            result = error_result(job.item, str(exc), job.started)
         except Exception as exc:  # noqa: BLE001 - one image must not stop the run
             result = error_result(job.item, _one_line(exc), job.started)
         else:
