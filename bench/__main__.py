@@ -9,8 +9,8 @@ measured configuration runs in its own process (see ``bench.measure``); the sect
 accuracy (``bench.accuracy``), speed on the same DRIVE images (the report's path
 ``bench.report_path``, our pipeline per engine, the I/O floor ``bench.io_floor``), model
 cost (``bench.cost``), and scaling with the number and the size of images
-(``bench.workloads``). The full run takes about 17 minutes on 2 cores, 7 of them the 2,000-image
-run.
+(``bench.workloads``). The full run took 17 minutes on a quiet 2-core machine before the report's
+path was corrected and INT8 added (estimated at about 14 now), 7 of them the 2,000-image run.
 """
 from __future__ import annotations
 

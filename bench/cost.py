@@ -16,7 +16,8 @@ Prints one JSON object (read by ``python -m bench``):
   ran it: a 324x324 output interpolated back to 512x512).
 - ``image``: how a representative photograph (``--image``, e.g. DRIVE ``01_test.tif``) is run:
   its size at model scale (``vesselcli.preprocess``), the tiles the pipeline feeds the network
-  (``vesselcli.tiling.tile_shapes`` with the default tiling) and the FLOPs that is.
+  for its FOV's box (``preprocess.fov_box``, ``tiling.tile_shapes`` with the default tiling)
+  and the FLOPs that is.
 - ``engines``: for each engine and precision, the median milliseconds of ``Engine.infer`` on
   one batch of two such tiles (the batch the pipeline feeds it), after a warm-up, and the
   operation rate that is.
@@ -65,12 +66,14 @@ def image_as_run(image: Path, pre, spec, flops_per_pixel: float) -> dict:  # noq
     """Model-scale size, tiles and network FLOPs of one photograph as the pipeline runs it."""
     from vesselcli.fov import detect_fov
     from vesselcli.imageio import read_image
-    from vesselcli.preprocess import scale_factor, scaled_shape
+    from vesselcli.preprocess import fov_box, resize_mask, scale_factor, scaled_shape
     from vesselcli.tiling import tile_shapes
 
     rgb = read_image(image)
-    shape = scaled_shape(rgb.shape[:2], scale_factor(detect_fov(rgb), pre))
-    tiles = tile_shapes(shape, spec)
+    fov = detect_fov(rgb)
+    shape = scaled_shape(rgb.shape[:2], scale_factor(fov, pre))
+    _, _, bh, bw = fov_box(resize_mask(fov, shape), max(1, spec.multiple))  # only the FOV's box is run
+    tiles = tile_shapes((bh, bw), spec)
     return {
         "name": image.name,
         "size": f"{rgb.shape[1]}x{rgb.shape[0]}",

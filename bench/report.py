@@ -201,7 +201,7 @@ def cost_section(r: Results) -> list[str]:
     tiles = f"{image['tiles']} tile{'s' if image['tiles'] != 1 else ''} of {image.get('tile_shape', c['tile'])}"
     lines += [
         f"| Shipped (ours) | {shipped['params']:,} | {shipped['flops_per_mp'] / 1e9:.1f} | {image['flops'] / 1e9:.1f} "
-        f"({tiles} for {image['model_size']} at model scale) | {at(image['flops'], peaks['fp32'])} | {at(image['flops'], int8_peak)} |",
+        f"({tiles}: the FOV's box of {image['model_size']} at model scale) | {at(image['flops'], peaks['fp32'])} | {at(image['flops'], int8_peak)} |",
         f"| Report (31M valid U-Net) | {report['params']:,} | {report['flops_per_mp'] / 1e9:.0f} (per input megapixel) | "
         f"{report['flops'] / 1e9:.0f} (one 512x512 image, unpadded) | {at(report['flops'], peaks['fp32'])} | |",
         "",
@@ -249,9 +249,9 @@ def stages_section(r: Results) -> list[str]:
         "",
         f"Every stage of `segment` timed on its own, one thread, on the {st['images']} DRIVE test photographs "
         f"({st['size']}); each figure is the mean over the images of each image's fastest of {st.get('repeats', 3)} runs. "
-        f"The network runs each image as one tile of {st.get('tile_shape', '?')} pixels: an image that fits a tile runs at its "
-        "own size rounded up to the model's multiple of 8 (568x584 for 565x584), where the earlier square 592x592 tile held 6% "
-        "more pixels.",
+        f"The network runs each image's FOV box as one tile ({st.get('tile_shape', '?')} for the first image): the box starts "
+        "on the model's 8-pixel grid and runs at its own size rounded up to 8, where the whole image used to be padded to a "
+        "592x592 tile.",
         "",
         "| Stage | ms / image |",
         "|---|---|",

@@ -63,7 +63,7 @@ def time_stages(images: list[Path], engines: dict, repeats: int, truth_dir: Path
     from vesselcli.imageio import encode_jpeg, encode_png, read_image, read_mask, write_atomic
     from vesselcli.overlay import overlay
     from vesselcli.pairing import pair_files
-    from vesselcli.preprocess import resize_image, resize_mask, scale_factor, scaled_shape
+    from vesselcli.preprocess import fov_box, resize_image, resize_mask, scale_factor, scaled_shape
     from vesselcli.config import DEFAULT_BATCH_SIZE, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, SegmentConfig
     from vesselcli.tiling import stream_tiled
 
@@ -97,6 +97,8 @@ def time_stages(images: list[Path], engines: dict, repeats: int, truth_dir: Path
 
         t, x = fastest(normalise, repeats)
         per["normalise"].append(t)
+        top, left, bh, bw = fov_box(small_fov, first.info.tile_multiple)  # as stages.load crops it
+        x = np.ascontiguousarray(x[:, top : top + bh, left : left + bw])
         batches: list[np.ndarray] = []
 
         def identity(batch: np.ndarray) -> np.ndarray:
@@ -115,7 +117,8 @@ def time_stages(images: list[Path], engines: dict, repeats: int, truth_dir: Path
             net[name].append(t)
         t, prob = fastest(lambda: sigmoid(logits), repeats)
         per["sigmoid"].append(t)
-        model_probability = prob[0, 0, : shape[0], : shape[1]]
+        model_probability = np.zeros(shape, np.float32)
+        model_probability[top : top + bh, left : left + bw] = prob[0, 0, :bh, :bw]
 
         def resize_threshold() -> tuple[np.ndarray, np.ndarray]:
             full = np.clip(resize_image(model_probability, rgb.shape[:2]), 0.0, 1.0)
