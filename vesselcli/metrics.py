@@ -117,11 +117,7 @@ def roc_auc(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | None = None) 
     if pos == 0 or neg == 0:
         return float("nan")
     if prob.dtype in (np.uint8, np.uint16):
-        pos_hist = np.bincount(prob[truth], minlength=65536).astype(np.int64)
-        neg_hist = np.bincount(prob[~truth], minlength=65536).astype(np.int64)
-        neg_below = np.cumsum(neg_hist) - neg_hist
-        # 2U in integers (exact): each positive beats the negatives below it, ties count half.
-        return float(int((pos_hist * (2 * neg_below + neg_hist)).sum()) / (2.0 * pos * neg))
+        return histogram_auc(np.bincount(prob[truth], minlength=65536), np.bincount(prob[~truth], minlength=65536))
     order = np.argsort(prob, kind="mergesort")
     sorted_scores = prob[order]
     # Average ranks for ties.
@@ -132,7 +128,76 @@ def roc_auc(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | None = None) 
     return float(u / (pos * float(neg)))
 
 
-def best_threshold_f1(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | None = None, levels: int = 256) -> tuple[float, float]:
+THRESHOLD_LEVELS = 256  # thresholds k / 255: an 8-bit map's levels, shared by score and training
+
+
+def level_threshold(level: int, levels: int = THRESHOLD_LEVELS) -> float:
+    """The threshold of level ``level``: ``level / (levels - 1)``, a float in [0, 1]."""
+    return level / (levels - 1)
+
+
+def level_histograms(
+    prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | None = None, levels: int = THRESHOLD_LEVELS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vessel and background pixel counts per threshold level: two ``(levels,) int64`` arrays.
+
+    ``prob``: ``(H, W)`` float probabilities in [0, 1] (values below 0 count as 0); ``truth``
+    ``(H, W)`` bool; only pixels inside ``fov`` when given. A pixel lands in level ``k``, the
+    highest with ``level_threshold(k) <= prob``: the same float comparison as ``prob >=
+    threshold``, so a pixel counted positive at a level is a vessel when that level's threshold
+    is applied (rounding ``prob * 255`` would put some pixels half a level too high).
+    Histograms of several images (or ranks) add up to the histogram of all their pixels.
+    """
+    prob = np.asarray(prob, dtype=np.float64)
+    truth = np.asarray(truth, dtype=bool)
+    prob, truth = _inside(prob, truth, fov)
+    thresholds = np.arange(levels) / (levels - 1)
+    bins = np.clip(np.searchsorted(thresholds, prob, side="right") - 1, 0, levels - 1)
+    pos_hist = np.bincount(bins[truth], minlength=levels).astype(np.int64)
+    neg_hist = np.bincount(bins[~truth], minlength=levels).astype(np.int64)
+    return pos_hist, neg_hist
+
+
+def counts_at_level(pos_hist: np.ndarray, neg_hist: np.ndarray, level: int) -> Counts:
+    """Confusion counts when the pixels of levels ``>= level`` are called vessel."""
+    tp, fp = int(pos_hist[level:].sum()), int(neg_hist[level:].sum())
+    return Counts(tp=tp, fp=fp, fn=int(pos_hist.sum()) - tp, tn=int(neg_hist.sum()) - fp)
+
+
+def best_level_f1(pos_hist: np.ndarray, neg_hist: np.ndarray) -> tuple[int, float]:
+    """(level, F1) maximising F1 over the levels of ``level_histograms``; lowest level on ties.
+
+    F1 is 1.0 when prediction and truth are both empty (the ``dice`` convention).
+    """
+    pos_hist = np.asarray(pos_hist, dtype=np.int64)
+    neg_hist = np.asarray(neg_hist, dtype=np.int64)
+    # Predicted positive at level k: all levels >= k.
+    tp = np.cumsum(pos_hist[::-1])[::-1]
+    pred = np.cumsum((pos_hist + neg_hist)[::-1])[::-1]
+    total_pos = int(pos_hist.sum())
+    f1 = np.where(pred + total_pos > 0, 2 * tp / np.maximum(pred + total_pos, 1), 1.0)
+    k = int(np.argmax(f1))
+    return k, float(f1[k])
+
+
+def histogram_auc(pos_hist: np.ndarray, neg_hist: np.ndarray) -> float:
+    """ROC AUC of scores given as histograms over ordered levels (ties within a level count half).
+
+    Exact for integer maps (one level per grey value); for float maps binned by
+    ``level_histograms`` it is the AUC of the map quantised to those levels. NaN when either
+    class is empty.
+    """
+    pos_hist = np.asarray(pos_hist, dtype=np.int64)
+    neg_hist = np.asarray(neg_hist, dtype=np.int64)
+    pos, neg = int(pos_hist.sum()), int(neg_hist.sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    neg_below = np.cumsum(neg_hist) - neg_hist
+    # 2U in integers (exact): each positive beats the negatives below it, ties count half.
+    return float(int((pos_hist * (2 * neg_below + neg_hist)).sum()) / (2.0 * pos * neg))
+
+
+def best_threshold_f1(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | None = None, levels: int = THRESHOLD_LEVELS) -> tuple[float, float]:
     """(threshold, F1) maximising F1 over the ``levels`` thresholds ``k / (levels - 1)``.
 
     ``prob``: ``(H, W)`` float probabilities in [0, 1] (values below 0 count as 0). A pixel is
@@ -140,22 +205,8 @@ def best_threshold_f1(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | Non
     threshold returned gives the F1 returned. Among equal F1s the lowest threshold wins. F1 is
     1.0 when prediction and truth are both empty (the ``dice`` convention).
     """
-    prob = np.asarray(prob, dtype=np.float64)
-    truth = np.asarray(truth, dtype=bool)
-    prob, truth = _inside(prob, truth, fov)
-    # bins[i] = the highest k with thresholds[k] <= prob[i]: the same float comparison as
-    # ``prob >= threshold``, so no pixel lands half a bin off (rounding would).
-    thresholds = np.arange(levels) / (levels - 1)
-    bins = np.clip(np.searchsorted(thresholds, prob, side="right") - 1, 0, levels - 1)
-    pos_hist = np.bincount(bins[truth], minlength=levels)
-    all_hist = np.bincount(bins, minlength=levels)
-    # Predicted positive at threshold level k: all bins >= k.
-    tp = np.cumsum(pos_hist[::-1])[::-1]
-    pred = np.cumsum(all_hist[::-1])[::-1]
-    total_pos = truth.sum()
-    f1 = np.where(pred + total_pos > 0, 2 * tp / np.maximum(pred + total_pos, 1), 1.0)
-    k = int(np.argmax(f1))
-    return k / (levels - 1), float(f1[k])
+    level, f1 = best_level_f1(*level_histograms(prob, truth, fov, levels))
+    return level_threshold(level, levels), f1
 
 
 def summary(c: Counts) -> dict[str, float]:
