@@ -61,6 +61,7 @@ class Results:
     counts: list[Measurement] = field(default_factory=list)
     sizes: list[Measurement] = field(default_factory=list)
     cost: dict = field(default_factory=dict)
+    cost_command: str = ""
     notes: list[str] = field(default_factory=list)
 
     def find(self, subject: str) -> Measurement | None:
@@ -204,7 +205,7 @@ def cost_section(r: Results) -> list[str]:
             f"{ours.ms_per_image:.0f} ms per image for the whole command; the rest is reading, FOV detection, preprocessing, "
             "blending, encoding, writing and start-up, partly overlapped with the network by the pipeline's threads.",
         ]
-    return lines + ["", f"Command: `python -m bench.cost --model MODEL.onnx --checkpoint MODEL.pt --image DRIVE/test/images/01_test.tif`", ""]
+    return lines + ["", f"Command: `{r.cost_command}`", ""] if r.cost_command else lines + [""]
 
 
 def scaling_section(r: Results) -> list[str]:
