@@ -93,8 +93,10 @@ def accuracy_section(r: Results) -> list[str]:
         "",
         "Measured by running the product (`vesselseg segment` with `--gt`, default options, the shipped model): "
         "per-image figures from its `results.csv`, averaged over the images, inside the field of view "
-        "(the datasets' FOV masks). DRIVE-512 has no FOV masks: inside the detected FOV, and over the whole "
-        "512x512 image as the report measured it (IoU of the written masks, `vesselcli.metrics`).",
+        "(the datasets' FOV masks). DRIVE-512 is not a third test set: it is the same 20 DRIVE test photographs "
+        "(and annotations) squashed to 512x512, the re-packaging the report was measured on. It has no FOV masks: "
+        "inside the detected FOV, and over the whole 512x512 image as the report measured it (IoU of the written "
+        "masks, `vesselcli.metrics`).",
         "",
         "| Method | Data | F1 | IoU | AUC | Se | Sp | Acc | Source |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -309,7 +311,8 @@ def headline(r: Results) -> list[str]:
         lines.append(f"- DRIVE test F1 inside the FOV **{drive['f1']:.4f}** (second human observer: {r.observer.get('f1', float('nan')):.4f}).")
     if d512 and "iou_whole_image" in d512:
         lines.append(
-            f"- DRIVE-512 whole-image IoU **{d512['iou_whole_image']:.4f}** against the report's {REPORT_FIGURES['test_iou']}."
+            f"- DRIVE-512 (the DRIVE test photographs squashed to 512x512) whole-image IoU **{d512['iou_whole_image']:.4f}** "
+            f"against the report's {REPORT_FIGURES['test_iou']}."
         )
     return ["## Headline", "", *lines, ""] if lines else []
 

@@ -108,13 +108,14 @@ def predict_probability(model: torch.nn.Module, sample: Sample, pre: Preprocessi
 def evaluate(model: torch.nn.Module, samples: list[Sample], pre: Preprocessing, device: torch.device, rank: int, world: int) -> dict:
     """Validation figures inside the FOV at original size, pooled over all ranks.
 
-    Each rank scores every ``world``-th image. Per threshold level vessel and background pixel
-    counts (``metrics.level_histograms``) and the confusion counts at 0.5 are all-reduced;
-    the figures follow from them with ``vesselcli.metrics``, the code ``score`` uses, so the
-    stored best threshold gives, when applied as ``prob >= threshold``, the Dice measured here.
+    Each rank scores every ``world``-th image. Vessel and background pixel counts per level
+    (``metrics.level_histograms`` at the 65,536 levels of ``metrics.AUC_LEVELS``) and the
+    confusion counts at 0.5 are all-reduced; the figures follow from them with
+    ``vesselcli.metrics``, the code ``score`` uses, so the stored best threshold gives, when
+    applied as ``prob >= threshold``, the Dice measured here.
     """
     model.eval()
-    levels = metrics.THRESHOLD_LEVELS
+    levels = metrics.AUC_LEVELS
     pooled = torch.zeros(2 * levels + 4, dtype=torch.float64, device=device)
     for sample in samples[rank::world]:
         prob = predict_probability(model, sample, pre, device)
@@ -128,17 +129,21 @@ def evaluate(model: torch.nn.Module, samples: list[Sample], pre: Preprocessing, 
 
 
 def validation_figures(pos_hist: np.ndarray, neg_hist: np.ndarray, at_half: metrics.Counts) -> dict:
-    """IoU/Dice at 0.5, the best-F1 threshold with its IoU/Dice, and AUC.
+    """IoU/Dice at 0.5, the best-F1 threshold (one of ``k / 255``) with its IoU/Dice, and AUC.
 
-    ``pos_hist``/``neg_hist``: ``(levels,)`` vessel/background counts per threshold level as
-    ``metrics.level_histograms`` makes them; AUC is that of the map quantised to the levels.
+    ``pos_hist``/``neg_hist``: ``(65536,)`` vessel/background counts per level as
+    ``metrics.level_histograms`` makes them at ``metrics.AUC_LEVELS``. The threshold is chosen
+    among the 256 levels of an 8-bit map (as ``score`` does); AUC is that of the map quantised
+    to 16 bits (within about 1e-5 of the exact AUC of the float map).
     """
-    level, _ = metrics.best_level_f1(pos_hist, neg_hist)
-    at_best = metrics.counts_at_level(pos_hist, neg_hist, level)
+    levels = metrics.THRESHOLD_LEVELS
+    pos, neg = metrics.merge_levels(pos_hist, levels), metrics.merge_levels(neg_hist, levels)
+    level, _ = metrics.best_level_f1(pos, neg)
+    at_best = metrics.counts_at_level(pos, neg, level)
     return {
         "iou": metrics.iou(at_half),
         "dice": metrics.dice(at_half),
-        "best_threshold": metrics.level_threshold(level, len(pos_hist)),
+        "best_threshold": metrics.level_threshold(level, levels),
         "best_iou": metrics.iou(at_best),
         "best_dice": metrics.dice(at_best),
         "auc": metrics.histogram_auc(pos_hist, neg_hist),

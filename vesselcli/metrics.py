@@ -129,6 +129,7 @@ def roc_auc(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | None = None) 
 
 
 THRESHOLD_LEVELS = 256  # thresholds k / 255: an 8-bit map's levels, shared by score and training
+AUC_LEVELS = 65536  # thresholds j / 65535 (a 16-bit map's levels; holds every k / 255 exactly)
 
 
 def level_threshold(level: int, levels: int = THRESHOLD_LEVELS) -> float:
@@ -156,6 +157,22 @@ def level_histograms(
     pos_hist = np.bincount(bins[truth], minlength=levels).astype(np.int64)
     neg_hist = np.bincount(bins[~truth], minlength=levels).astype(np.int64)
     return pos_hist, neg_hist
+
+
+def merge_levels(hist: np.ndarray, levels: int) -> np.ndarray:
+    """A ``level_histograms`` histogram re-binned to ``levels`` coarser levels, exactly.
+
+    Needs ``len(hist) - 1`` to be a multiple of ``levels - 1`` (65535 = 257 x 255): coarse
+    level ``k`` is then fine levels ``k * f`` to ``(k + 1) * f - 1``, and its threshold
+    ``k / (levels - 1)`` is the very float ``k * f / (len(hist) - 1)``, so the merged counts are
+    those ``level_histograms(..., levels)`` would give.
+    """
+    hist = np.asarray(hist)
+    factor, rest = divmod(len(hist) - 1, levels - 1)
+    if rest or factor < 1:
+        raise ValueError(f"cannot merge {len(hist)} levels into {levels}: {len(hist) - 1} is not a multiple of {levels - 1}")
+    merged = hist[: (levels - 1) * factor].reshape(levels - 1, factor).sum(axis=1)
+    return np.concatenate([merged, hist[(levels - 1) * factor :].sum(keepdims=True)])
 
 
 def counts_at_level(pos_hist: np.ndarray, neg_hist: np.ndarray, level: int) -> Counts:
