@@ -282,7 +282,7 @@ class _Run:
     def _write_one(self, job: Job, probability: np.ndarray) -> None:
         """Finish, write and record one image; a full or read-only disk stops the run."""
         try:
-            mask, result = finish(job, probability, self.threshold)
+            mask, result = finish(job, probability, self.threshold, self.config.pixel_size_um)
             write(job, mask, self.paths, self.config.overlays, self.config.save_probabilities)
         except OSError as exc:
             if exc.errno in FATAL_ERRNOS:

@@ -2,7 +2,8 @@
 
 One row per input image, written and flushed as each image finishes, so an interrupted run
 leaves a CSV whose every line is whole. Columns (``columns``): ``image``, ``width``,
-``height``, ``fov_pixels``, ``vessel_pixels``, ``vessel_density``, then with ground truth
+``height``, ``fov_pixels``, ``vessel_pixels``, ``vessel_density``, the morphology figures
+(``MORPHOLOGY_COLUMNS``, ``vesselcli.analysis.morphology``), then with ground truth
 ``iou``, ``dice``, ``sensitivity``, ``specificity``, ``accuracy``, ``auc``, then ``seconds``,
 ``status`` (``ok`` / ``error``) and ``error``. Figures the image has not got (an error row,
 an image without an annotation, an AUC of an annotation with no vessel) are left empty.
@@ -23,13 +24,16 @@ from typing import BinaryIO
 from .imageio import write_atomic
 
 BASE_COLUMNS = ("image", "width", "height", "fov_pixels", "vessel_pixels", "vessel_density")
+MORPHOLOGY_COLUMNS = ("vessel_length_px", "mean_width_px", "branch_points", "end_points", "segments",
+                      "tortuosity", "fractal_dimension", "vessel_length_mm", "mean_width_um")
+COUNT_COLUMNS = ("branch_points", "end_points", "segments")  # whole numbers
 GT_COLUMNS = ("iou", "dice", "sensitivity", "specificity", "accuracy", "auc")
 TAIL_COLUMNS = ("seconds", "status", "error")
 
 
 def columns(with_truth: bool) -> tuple[str, ...]:
     """The CSV header of a run with or without ground truth."""
-    return BASE_COLUMNS + (GT_COLUMNS if with_truth else ()) + TAIL_COLUMNS
+    return BASE_COLUMNS + MORPHOLOGY_COLUMNS + (GT_COLUMNS if with_truth else ()) + TAIL_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class ImageResult:
     fov_pixels: int | None = None
     vessel_pixels: int | None = None
     figures: dict[str, float] | None = None  # GT_COLUMNS -> value, when ground truth was scored
+    morphology: dict[str, float | None] | None = None  # MORPHOLOGY_COLUMNS -> value (None: not applicable)
     error: str = ""
 
     @property
@@ -72,6 +77,9 @@ class ImageResult:
         }
         for name in GT_COLUMNS:
             cells[name] = number((self.figures or {}).get(name))
+        for name in MORPHOLOGY_COLUMNS:
+            value = (self.morphology or {}).get(name)
+            cells[name] = str(int(value)) if name in COUNT_COLUMNS and value is not None else number(value)
         return cells
 
 

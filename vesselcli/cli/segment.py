@@ -131,11 +131,13 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
 @click.option("--overwrite", is_flag=True, help="Redo every image (default: skip those already done).")
 @click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
               help="Refuse images larger than this many pixels before decoding them.")
+@click.option("--pixel-size", "pixel_size_um", type=click.FloatRange(0.0, 1e6, min_open=True), metavar="UM",
+              help="Micrometres per pixel: adds vessel_length_mm and mean_width_um to results.csv.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary; errors still go to stderr.")
 def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: Path | None, gt_pattern: str | None,
             model: Path | None, engine: str, device: str, threshold: float | None, workers: int, batch_size: int,
             tile_size: int, tile_overlap: int, tta: bool, save_probabilities: bool, no_overlays: bool,
-            overwrite: bool, max_pixels: int, quiet: bool) -> None:
+            overwrite: bool, max_pixels: int, pixel_size_um: float | None, quiet: bool) -> None:
     """Segment the vessels of every image in INPUT... (files and folders, searched recursively).
 
     Writes OUT/masks/<name>.png (0/255, the image's own size), OUT/overlays/<name>.jpg and
@@ -151,6 +153,7 @@ def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: P
         inputs=inputs, out=out, gt_dir=gt_dir, fov_dir=fov_dir, gt_pattern=gt_pattern, threshold=threshold,
         workers=workers, batch_size=batch_size, tile_size=tile_size, tile_overlap=tile_overlap, tta=tta,
         save_probabilities=save_probabilities, overlays=not no_overlays, overwrite=overwrite, max_pixels=max_pixels,
+        pixel_size_um=pixel_size_um,
     )
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
