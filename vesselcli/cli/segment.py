@@ -184,6 +184,7 @@ def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str
         report, seconds = _run(config, the_plan, the_engine, err, quiet)
     finally:
         the_engine.close()
+    _write_report(config.out, err, quiet)
     if not quiet:
         _print_summary(report, config, seconds)
     _print_ending(report, err)
@@ -242,6 +243,17 @@ def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, q
     if received:
         report.interrupted_by = received[0]
     return report, time.perf_counter() - started
+
+
+def _write_report(out: Path, err: Console, quiet: bool) -> None:
+    """OUT/report.html for the run so far; a page that cannot be built is a warning, not a failure."""
+    from ..analysis.html_report import ReportError, build_report
+
+    try:
+        build_report(out)
+    except (ReportError, OSError, ValueError) as exc:
+        err.print(f"warning: the report could not be written: {exc}; `vesselseg report {out}` retries",
+                  markup=False)
 
 
 def _fmt(value: float | None) -> str:
