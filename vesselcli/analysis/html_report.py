@@ -73,7 +73,9 @@ def read_outputs(out: Path) -> RunOutputs:
         raise ReportError(f"{csv_path} does not exist; point at the --out folder of a segment run") from None
     except OSError as exc:
         raise ReportError(f"cannot read {csv_path}: {exc.strerror or exc}") from None
-    rows = [r for r in csv.DictReader(io.StringIO(text, newline="")) if r.get("image")]
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, [])
+    rows = [dict(zip(header, cells)) for cells in reader if len(cells) == len(header) and cells and cells[0]]
     notes: list[str] = []
     run: dict = {}
     try:
@@ -95,8 +97,14 @@ def _float(cell: str | None) -> float:
 
 
 def column(rows: list[dict[str, str]], name: str) -> np.ndarray:
-    """``(N,) float64`` of one column over ``rows``, NaN where empty or not a number."""
-    return np.fromiter((_float(r.get(name)) for r in rows), np.float64, count=len(rows))
+    """``(N,) float64`` of one column over ``rows``, NaN where empty, infinite or not a number."""
+    cells = [r.get(name) or "nan" for r in rows]
+    try:
+        values = np.array(cells, dtype=np.str_).astype(np.float64)  # numpy parses in C: 100,000 rows in ms
+    except ValueError:  # a cell that is not a number: the slow way, cell by cell
+        values = np.fromiter((_float(c) for c in cells), np.float64, count=len(cells))
+    values[~np.isfinite(values)] = np.nan
+    return values
 
 
 def output_file(out: Path, image: str, kind: str) -> Path | None:
