@@ -37,7 +37,7 @@ import numpy as np
 from vesselcli.analysis.html_report import build_report
 from vesselcli.analysis.morphology import morphology
 from vesselcli.imageio import encode_jpeg, read_image, read_mask
-from vesselcli.report import ImageResult, ResultsWriter, columns
+from vesselcli.report import ImageResult, ResultsWriter
 
 
 def morphology_ms(drive: Path, repeats: int) -> float:
@@ -60,7 +60,7 @@ def synthetic_run(out: Path, rows: int, overlay_source: Path) -> None:
     (out / "overlays").mkdir(parents=True)
     overlay = out / "overlay-source.jpg"
     overlay.write_bytes(encode_jpeg(read_image(overlay_source)))
-    writer = ResultsWriter(out / "results.csv", columns(True), [])
+    writer = ResultsWriter(out / "results.csv", [])
     density = rng.normal(0.125, 0.012, rows)
     dice = rng.normal(0.82, 0.02, rows)
     for i in range(rows):

@@ -15,13 +15,13 @@ from click.testing import CliRunner
 from vesselcli.analysis.html_report import SAMPLE, WORST, ReportError, build_report, output_file, read_outputs
 from vesselcli.analysis.plots import fences
 from vesselcli.cli import main
-from vesselcli.report import ImageResult, ResultsWriter, columns
+from vesselcli.report import ImageResult, ResultsWriter
 
 
 def make_run(out: Path, n: int, failed: int = 0, truth: bool = True, overlays: int | None = None) -> None:
     """A run folder: results.csv with ``n`` ok rows (+ ``failed`` error rows) and small overlays."""
     rng = np.random.default_rng(0)
-    writer = ResultsWriter(out / "results.csv", columns(truth), [])
+    writer = ResultsWriter(out / "results.csv", [])
     for i in range(n):
         dice = float(rng.uniform(0.7, 0.9)) if truth else None
         density = 0.5 if i == 3 else float(rng.uniform(0.1, 0.14))  # image 3: a wrong FOV, an outlier
