@@ -172,6 +172,17 @@ th{color:#555;font-weight:600}.num{text-align:right;font-variant-numeric:tabular
 """
 
 
+def _text(value: object) -> str:
+    """A run.json value as one line for a person: dicts as ``key value, ...``, lists joined."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_text(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_text(v) for v in value)
+    if value is None:
+        return "–"
+    return str(value)
+
+
 def _table(pairs: list[tuple[str, str]]) -> str:
     return "<table>" + "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in pairs) + "</table>"
 
@@ -179,7 +190,7 @@ def _table(pairs: list[tuple[str, str]]) -> str:
 def _run_header(outputs: RunOutputs) -> str:
     run = outputs.run
     settings = run.get("settings") if isinstance(run.get("settings"), dict) else {}
-    pairs = [(key, str(run[key])) for key in RUN_FIELDS if key in run]
+    pairs = [(key, _text(run[key])) for key in RUN_FIELDS if key in run]
     model = settings.get("model") or settings.get("model_path")
     if model is not None:
         pairs.append(("model", str(model)))
@@ -191,12 +202,12 @@ def _run_header(outputs: RunOutputs) -> str:
     if pairs:
         parts.append(_table(pairs))
     if settings:
-        parts.append("<h2>Settings</h2>" + _table([(k, json.dumps(v) if not isinstance(v, str) else v)
-                                                   for k, v in settings.items()]))
+        shown = {"model", "model_path", "model_sha256", "sha256"}  # already in the header
+        parts.append("<h2>Settings</h2>" + _table([(k, _text(v)) for k, v in settings.items() if k not in shown]))
     options = run.get("options")
     if isinstance(options, dict) and options:
         parts.append("<details><summary>All options</summary>" + _table(
-            [(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in options.items()]) + "</details>")
+            [(k, _text(v)) for k, v in options.items()]) + "</details>")
     return "".join(parts)
 
 
