@@ -211,6 +211,7 @@ def analysis(args: argparse.Namespace, sources: list[Path], results: Results, en
     timed = run_once(segment, cwd=REPO)
     rows, copies = (2000, 2) if args.quick else (100_000, max(1, 2000 // len(images)))  # 20 x 100 = 2,000
     command = ["-m", "bench.analysis", "--data", str(args.data), "--rows", str(rows), "--run", str(out), "--copies", str(copies)]
+    command += ["--repeats", "1"] if args.quick else []
     figures = dict(run_once([PY, *command], cwd=REPO).report)
     shutil.rmtree(out, ignore_errors=True)
     best = min(results.ours(), key=lambda m: m.wall_s) if results.ours() else None

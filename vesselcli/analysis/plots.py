@@ -18,7 +18,7 @@ _LEFT, _RIGHT, _TOP, _AXIS = 38, 10, 22, 124  # plot area, px
 
 @dataclass(frozen=True)
 class Outlier:
-    """One image outside the fences: its value, where its link goes and the text of its tooltip."""
+    """One image outside the fences: its value, where its link goes ("" for none) and its tooltip."""
 
     value: float
     href: str
@@ -70,8 +70,8 @@ def histogram_svg(title: str, values: np.ndarray, outliers: list[Outlier]) -> st
         parts.append(f'<text x="{x_of(value):.1f}" y="{_AXIS + 13}" class="tk" text-anchor="{anchor}">'
                      f'{_number(value)}</text>')
     for o in outliers:
-        x = x_of(o.value)
-        parts.append(f'<a href="{escape(o.href)}"><circle cx="{x:.1f}" cy="{_AXIS + 24}" r="4" class="out">'
-                     f'<title>{escape(o.label)}: {_number(o.value)}</title></circle></a>')
+        mark = (f'<circle cx="{x_of(o.value):.1f}" cy="{_AXIS + 24}" r="4" class="out">'
+                f'<title>{escape(o.label)}: {_number(o.value)}</title></circle>')
+        parts.append(f'<a href="{escape(o.href)}">{mark}</a>' if o.href else mark)  # no outputs: nothing to link
     parts.append("</svg>")
     return "".join(parts)
