@@ -187,11 +187,14 @@ def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str
     except pipeline.NoImagesError as exc:
         raise click.UsageError(str(exc)) from None
     try:
-        from ..engines import open_engine
+        from ..engines import choose_engine
 
-        the_engine = open_engine(model, engine, device)
+        selection = choose_engine(model, engine, device)
     except ModelError as exc:
         raise click.UsageError(f"cannot use the model: {exc}") from None
+    the_engine = selection.engine
+    for line in selection.fallbacks():  # a GPU that failed to start: say so, even with --quiet
+        err.print(f"warning: {line}", markup=False)
     try:
         try:
             config.tile_spec(the_engine.info.tile_multiple, the_engine.info.fixed_tile)
