@@ -9,8 +9,10 @@ measured configuration runs in its own process (see ``bench.measure``); the sect
 accuracy (``bench.accuracy``), speed on the same DRIVE images (the report's path
 ``bench.report_path``, our pipeline per engine, the I/O floor ``bench.io_floor``), model
 cost (``bench.cost``), and scaling with the number and the size of images
-(``bench.workloads``). The full run took 17 minutes on a quiet 2-core machine before the report's
-path was corrected and INT8 added (estimated at about 14 now), 7 of them the 2,000-image run.
+(``bench.workloads``), and what the analysis adds (``bench.analysis``: morphology per image, the
+HTML report of 100,000 rows and of a 2,000-image run). The full run took 17 minutes on a quiet
+2-core machine before the report's path was corrected and INT8 added (estimated at about 14
+now, plus the analysis section), 7 of them the 2,000-image run.
 """
 from __future__ import annotations
 
@@ -18,18 +20,20 @@ import argparse
 import importlib.util
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
 from .accuracy import product_accuracy, second_observer
 from .chart import Bar, draw_chart
+from .commands import Shown, relative_to_repo
 from .machine import machine_info
 from .measure import Measurement, RunFailed, measure, run_once
 from .report import DEFAULT_ENGINE, FLOOR_SUBJECT, OURS_PREFIX, REPORT_SUBJECT, Results, render, write_csv
 from .workloads import FRAME_SIZES, count_set, drive_images, size_set
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("accuracy", "speed", "stages", "cost", "counts", "sizes")
+SECTIONS = ("accuracy", "speed", "stages", "cost", "counts", "sizes", "analysis")
 PY = sys.executable
 
 
@@ -128,13 +132,13 @@ def ours(engine: str) -> str:
     return OURS_PREFIX + engine
 
 
-def speed(args, engines, folder: Path, images: int, repeats: int, condition: str, with_report: bool) -> list[Measurement]:
+def speed(args, engines, folder: Path, images: int, repeats: int, condition: str, with_report: bool, shown: Shown) -> list[Measurement]:
     scratch = args.scratch
-    runs = [measure(FLOOR_SUBJECT, condition, images, lambda o: [PY, "-m", "bench.io_floor", str(folder), str(o)], scratch, repeats, cwd=REPO)]
+    runs = [measure(FLOOR_SUBJECT, condition, images, lambda o: [PY, "-m", "bench.io_floor", str(folder), str(o)], scratch, repeats, cwd=REPO, shown=shown.command)]
     for engine in engines:
-        runs.append(measure(ours(engine), condition, images, lambda o, e=engine: segment_command(args, e, folder, o), scratch, repeats, cwd=REPO))
+        runs.append(measure(ours(engine), condition, images, lambda o, e=engine: segment_command(args, e, folder, o), scratch, repeats, cwd=REPO, shown=shown.command))
     if with_report:
-        runs.append(measure(REPORT_SUBJECT, condition, images, lambda o: [PY, "-m", "bench.report_path", str(folder), str(o)], scratch, repeats, cwd=REPO))
+        runs.append(measure(REPORT_SUBJECT, condition, images, lambda o: [PY, "-m", "bench.report_path", str(folder), str(o)], scratch, repeats, cwd=REPO, shown=shown.command))
     return sorted(runs, key=_table_order)
 
 
@@ -152,21 +156,26 @@ def run(args: argparse.Namespace, command: str) -> Results:
     engines = available_engines(args)
     sources = drive_images(args.data)
     args.scratch.mkdir(parents=True, exist_ok=True)
+    shown = Shown(REPO, relative_to_repo(args.data, REPO))
     limit = 1 if args.quick else None
     if "accuracy" not in args.skip:
         log("accuracy: vesselseg segment --gt on the public test sets")
-        results.accuracy, results.accuracy_commands = product_accuracy(args.data, args.scratch, args.model, limit, REPO)
+        results.accuracy, results.accuracy_commands = product_accuracy(args.data, args.scratch, args.model, limit, REPO, shown)
         results.observer = second_observer(args.data, limit)
     if "speed" not in args.skip:
         log(f"speed: {args.images} DRIVE images, {args.repeats} runs each")
         folder = count_set(sources, args.images, args.scratch)
-        results.speed = speed(args, engines, folder, args.images, args.repeats, f"{args.images} DRIVE test images", True)
+        if args.images == len(sources):  # links to the dataset's files, in its order: print the dataset's folder
+            shown = shown.with_alias(folder, str(shown.data / "DRIVE" / "test" / "images"))
+        results.speed = speed(args, engines, folder, args.images, args.repeats, f"{args.images} DRIVE test images", True, shown)
     if "stages" not in args.skip:
         log("stages: each stage of segment timed on its own")
-        stage_cmd = [PY, "-m", "bench.stages", *map(str, sources[: args.images]), "--gt", str(sources[0].parents[1] / "1st_manual")]
+        images = [str(sources[0].parent)] if args.images == len(sources) else [str(p) for p in sources[: args.images]]
+        stage_cmd = [PY, "-m", "bench.stages", *images, "--gt", str(sources[0].parents[1] / "1st_manual")]
         stage_cmd += ["--model", str(args.model)] if args.model else []
         stage_cmd += ["--repeats", "1" if args.quick else "3"]
         results.stages = run_once(stage_cmd, cwd=REPO).report
+        results.stages_command = shown.command(stage_cmd)
     if "cost" not in args.skip:
         log("cost: FLOPs, measured peaks, engine time")
         cost_cmd = [PY, "-m", "bench.cost", "--image", str(sources[0])]
@@ -179,6 +188,7 @@ def run(args: argparse.Namespace, command: str) -> Results:
         else:
             cost_cmd += ["--matmul", "4096"]
         results.cost = run_once(cost_cmd, cwd=REPO).report
+        results.cost_command = shown.command(cost_cmd)
     if "counts" not in args.skip:
         log(f"scaling with the number of images: {args.counts}")
         for count in args.counts:
@@ -187,7 +197,7 @@ def run(args: argparse.Namespace, command: str) -> Results:
                 results.counts += reuse
                 continue
             folder = count_set(sources, count, args.scratch)
-            results.counts += speed(args, engines[:1], folder, count, args.scaling_repeats, f"{count} images", False)
+            results.counts += speed(args, engines[:1], folder, count, args.scaling_repeats, f"{count} images", False, shown)
         if 2000 not in args.counts:
             results.notes.append(f"Image counts run: {', '.join(map(str, args.counts))} (`--counts`); the 2,000-image run was left out.")
         results.counts.sort(key=lambda m: (_table_order(m), m.images))
@@ -195,8 +205,11 @@ def run(args: argparse.Namespace, command: str) -> Results:
         log(f"scaling with the image size: {args.sizes}")
         for width, height in args.sizes:
             folder = size_set(sources[: args.size_images], width, height, args.scratch)
-            results.sizes += speed(args, engines[:1], folder, args.size_images, args.scaling_repeats, f"{width}x{height}", False)
+            results.sizes += speed(args, engines[:1], folder, args.size_images, args.scaling_repeats, f"{width}x{height}", False, shown)
         results.sizes.sort(key=lambda m: (_table_order(m), _pixels(m.condition)))
+    if "analysis" not in args.skip:
+        log("analysis: morphology cost, report.html of a big run")
+        results.analysis = analysis(args, sources, results, engines[0], shown)
     results.notes += [
         "The report's path runs randomly initialised weights (seed 0): a network's time does not depend on its weights, "
         "and the report's trained weights are not available here. Its accuracy figures are the report's own.",
@@ -205,6 +218,30 @@ def run(args: argparse.Namespace, command: str) -> Results:
         "All figures on this page come from the same run on the machine above; rerun `make bench` to reproduce them.",
     ]
     return results
+
+
+def analysis(args: argparse.Namespace, sources: list[Path], results: Results, engine: str, shown: Shown) -> dict:
+    """bench.analysis on a fresh DRIVE test run (copied to 2,000 images), against the per-image time."""
+    out = args.scratch / "analysis-run"
+    shutil.rmtree(out, ignore_errors=True)
+    test = args.data / "DRIVE" / "test"
+    images = sources[:1] if args.quick else sources  # the DRIVE test images
+    target = sources[0] if args.quick else test / "images"
+    segment = segment_command(args, engine, target, out) + ["--gt", str(test / "1st_manual"), "--fov", str(test / "mask")]
+    timed = run_once(segment, cwd=REPO)
+    rows, copies = (2000, 2) if args.quick else (100_000, max(1, 2000 // len(images)))  # 20 x 100 = 2,000
+    command = ["-m", "bench.analysis", "--data", str(args.data), "--rows", str(rows), "--run", str(out), "--copies", str(copies)]
+    command += ["--repeats", "1"] if args.quick else []
+    figures = dict(run_once([PY, *command], cwd=REPO).report)
+    shutil.rmtree(out, ignore_errors=True)
+    best = min(results.ours(), key=lambda m: m.wall_s) if results.ours() else None
+    if best is not None:
+        figures["per_image_ms"], figures["per_image_source"] = best.ms_per_image, best.subject.removeprefix(OURS_PREFIX)
+    else:
+        figures["per_image_ms"], figures["per_image_source"] = 1000 * timed.wall_s / len(images), "segment (this run)"
+    figures["copies"] = copies
+    figures["command"] = shown.command([PY, *command]).replace(str(out), "OUT")  # OUT: a segment run's folder
+    return figures
 
 
 def _shipped(suffix: str) -> Path:

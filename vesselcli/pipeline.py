@@ -195,6 +195,7 @@ def run_settings(config: SegmentConfig, engine: Engine) -> dict[str, object]:
         fov_dir=config.fov_dir,
         overlays=config.overlays,
         probabilities=config.save_probabilities,
+        pixel_size_um=config.pixel_size_um,
     )
 
 
@@ -324,7 +325,7 @@ class _Run:
     def _write_one(self, job: Job, probability: np.ndarray) -> None:
         """Finish, write and record one image; a full or read-only disk stops the run."""
         try:
-            mask, result = finish(job, probability, self.threshold)
+            mask, result = finish(job, probability, self.threshold, self.config.pixel_size_um)
             write(job, mask, self.paths, self.config.overlays, self.config.save_probabilities, self.threshold)
         except OSError as exc:
             if exc.errno in FATAL_ERRNOS:

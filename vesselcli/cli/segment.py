@@ -37,24 +37,13 @@ from ..lock import LockedError
 from ..report import CsvMismatchError, ImageResult, Report
 from ..runrecord import SettingsMismatchError
 from ..variants.record import PRECISIONS
+from .params import name_pattern
 
 
 class Refused(click.ClickException):
     """A run that cannot start for a reason the user must fix (exit code 2, no usage text)."""
 
     exit_code = 2
-
-
-def _check_pattern(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
-    if "{stem}" not in value:
-        raise click.BadParameter(f"'{value}' does not contain {{stem}}; name the annotation from the image's stem, e.g. '{{stem}}_manual1'")
-    try:
-        value.format(stem="x")
-    except (KeyError, IndexError, ValueError) as exc:
-        raise click.BadParameter(f"'{value}' is not a valid pattern ({exc}); only {{stem}} may appear in braces") from None
-    return value
 
 
 def _check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -113,7 +102,7 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
               help="Annotations, paired with images by name; adds iou, dice, ... columns.")
 @click.option("--fov", "fov_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="DIR",
               help="FOV masks, paired by name. Default: detected from each image.")
-@click.option("--gt-pattern", callback=_check_pattern, metavar="PATTERN",
+@click.option("--gt-pattern", callback=name_pattern, metavar="PATTERN",
               help="Name of each image's annotation without extension, e.g. '{stem}_manual1'. Default: the pairing rule.")
 @click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="PATH",
               help="ONNX model, TensorRT engine or training checkpoint. Default: the shipped model.")
@@ -138,11 +127,13 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
               help="Redo every image with these settings (default: skip those already done; other settings are refused).")
 @click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
               help="Refuse images larger than this many pixels before decoding them.")
+@click.option("--pixel-size", "pixel_size_um", type=click.FloatRange(0.0, 1e6, min_open=True), metavar="UM",
+              help="Micrometres per pixel: adds vessel_length_mm and mean_width_um to results.csv.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary; errors still go to stderr.")
 def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: Path | None, gt_pattern: str | None,
             model: Path | None, engine: str, device: str, precision: str, threshold: float | None, workers: int, batch_size: int,
             tile_size: int, tile_overlap: int, tta: bool, save_probabilities: bool, no_overlays: bool,
-            overwrite: bool, max_pixels: int, quiet: bool) -> None:
+            overwrite: bool, max_pixels: int, pixel_size_um: float | None, quiet: bool) -> None:
     """Segment the vessels of every image in INPUT... (files and folders, searched recursively).
 
     Writes OUT/masks/<name>.png (0/255, the image's own size), OUT/overlays/<name>.jpg and
@@ -158,6 +149,7 @@ def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: P
         inputs=inputs, out=out, gt_dir=gt_dir, fov_dir=fov_dir, gt_pattern=gt_pattern, threshold=threshold,
         workers=workers, batch_size=batch_size, tile_size=tile_size, tile_overlap=tile_overlap, tta=tta,
         save_probabilities=save_probabilities, overlays=not no_overlays, overwrite=overwrite, max_pixels=max_pixels,
+        pixel_size_um=pixel_size_um,
     )
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     options = _plain(click.get_current_context().params)
@@ -204,6 +196,7 @@ def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str
         report, seconds = _run(config, the_plan, the_engine, err, quiet, options)
     finally:
         the_engine.close()
+    _write_report(config.out, err, quiet)
     if not quiet:
         _print_summary(report, config, seconds)
     _print_ending(report, err)
@@ -265,6 +258,17 @@ def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, q
     if received:
         report.interrupted_by = received[0]
     return report, time.perf_counter() - started
+
+
+def _write_report(out: Path, err: Console, quiet: bool) -> None:
+    """OUT/report.html for the run so far; a page that cannot be built is a warning, not a failure."""
+    from ..analysis.html_report import ReportError, build_report
+
+    try:
+        build_report(out)
+    except (ReportError, OSError, ValueError) as exc:
+        err.print(f"warning: the report could not be written: {exc}; `vesselseg report {out}` retries",
+                  markup=False)
 
 
 def _fmt(value: float | None) -> str:
