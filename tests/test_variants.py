@@ -114,6 +114,15 @@ def test_choose_engine_runs_the_int8_variant_and_explains_why(same, tmp_path) ->
     selection = choose_engine(fp32, "auto", "cpu")
     assert selection.engine.precision == "int8" and Path(selection.engine.path) == variant
     assert "int8 variant" in selection.explain()
+    from click.testing import CliRunner
+
+    from vesselcli.cli import main
+
+    shown = CliRunner().invoke(main, ["info", "--model", str(fp32), "--device", "cpu"], terminal_width=200)
+    assert shown.exit_code == 0, shown.output
+    assert "onnxruntime on cpu, int8" in shown.output and "passed its gate" in shown.output
+    forced = CliRunner().invoke(main, ["info", "--model", str(fp32), "--device", "cpu", "--precision", "fp32"], terminal_width=200)
+    assert "onnxruntime on cpu, fp32" in forced.output and "as asked" in forced.output
     assert choose_engine(fp32, "auto", "cpu", precision="fp32").engine.precision == "fp32"
     with pytest.raises(ModelError, match="runs on the CPU"):
         choose_engine(fp32, "auto", "cuda", precision="int8")
