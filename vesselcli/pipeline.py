@@ -2,7 +2,7 @@
 
 ::
 
-    items --> reader threads (decode, FOV, prepare)       --[queue of `workers`]-->
+    items --> reader threads (decode, FOV, prepare, FOV box) --[queue of `workers`]-->
           --> one batcher thread (tiles of several images per engine batch, blending)
                                                             --[queue of `workers`]-->
           --> writer threads (resize back, threshold, metrics, encode, atomic writes, CSV row)

@@ -3,7 +3,8 @@
 
 ``--engine auto`` order (issue 5): a TensorRT engine built from this ONNX model for this GPU
 and TensorRT version, else ONNX Runtime with the CUDA provider, else PyTorch on CUDA (needs a
-checkpoint: the shipped ``default.pt`` for the default model), else ONNX Runtime on the CPU.
+checkpoint: the shipped ``default.pt`` for the default model), else ONNX Runtime on the CPU
+(with the variant ``--precision`` picks: ``vesselcli.variants.record.choose``).
 A ``.pt`` checkpoint runs with PyTorch (CUDA, else CPU); a ``.plan`` engine with TensorRT,
 falling back to the ONNX model it was built from when it does not fit this machine.
 
