@@ -12,9 +12,10 @@ from vesselcli.report import CsvMismatchError, ImageResult, Report, ResultsWrite
 
 
 def test_columns_are_exactly_those_of_the_issue() -> None:
-    assert columns(False) == ("image", "width", "height", "fov_pixels", "vessel_pixels", "vessel_density",
-                              "seconds", "status", "error")
-    assert columns(True) == ("image", "width", "height", "fov_pixels", "vessel_pixels", "vessel_density",
+    assert columns(False) == ("image", "width", "height", "laterality", "pixel_size_um",
+                              "fov_pixels", "vessel_pixels", "vessel_density", "seconds", "status", "error")
+    assert columns(True) == ("image", "width", "height", "laterality", "pixel_size_um",
+                             "fov_pixels", "vessel_pixels", "vessel_density",
                              "iou", "dice", "sensitivity", "specificity", "accuracy", "auc",
                              "seconds", "status", "error")
 

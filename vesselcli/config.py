@@ -28,7 +28,9 @@ class SegmentConfig:
     folders of annotations / FOV masks paired by ``vesselcli.pairing`` (``gt_pattern`` names
     the annotation of an image directly, e.g. ``{stem}_manual1``). ``threshold``: None means
     the model's own. ``workers``: reader threads and writer threads (each). ``max_pixels``:
-    images decoding to more pixels are refused before decoding.
+    images decoding to more pixels are refused before decoding. ``dicom_seg``: also write a
+    DICOM Segmentation per DICOM input; ``keep_identifiers``: also write the DICOM inputs'
+    patient identifiers to ``identifiers.csv`` (otherwise none is written anywhere in OUT).
     """
 
     inputs: tuple[Path, ...]
@@ -46,6 +48,8 @@ class SegmentConfig:
     overlays: bool = True
     overwrite: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
+    dicom_seg: bool = False
+    keep_identifiers: bool = False
 
     def __post_init__(self) -> None:
         if self.workers < 1:

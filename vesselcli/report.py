@@ -2,7 +2,8 @@
 
 One row per input image, written and flushed as each image finishes, so an interrupted run
 leaves a CSV whose every line is whole. Columns (``columns``): ``image``, ``width``,
-``height``, ``fov_pixels``, ``vessel_pixels``, ``vessel_density``, then with ground truth
+``height``, the metadata group (``laterality``, ``pixel_size_um``: from DICOM inputs, empty
+for other files), ``fov_pixels``, ``vessel_pixels``, ``vessel_density``, then with ground truth
 ``iou``, ``dice``, ``sensitivity``, ``specificity``, ``accuracy``, ``auc``, then ``seconds``,
 ``status`` (``ok`` / ``error``) and ``error``. Figures the image has not got (an error row,
 an image without an annotation, an AUC of an annotation with no vessel) are left empty.
@@ -22,7 +23,11 @@ from typing import BinaryIO
 
 from .imageio import write_atomic
 
-BASE_COLUMNS = ("image", "width", "height", "fov_pixels", "vessel_pixels", "vessel_density")
+IMAGE_COLUMNS = ("image", "width", "height")
+#: What the input file says of itself (DICOM): the eye (``L``/``R``) and micrometres per pixel.
+METADATA_COLUMNS = ("laterality", "pixel_size_um")
+MASK_COLUMNS = ("fov_pixels", "vessel_pixels", "vessel_density")
+BASE_COLUMNS = IMAGE_COLUMNS + METADATA_COLUMNS + MASK_COLUMNS
 GT_COLUMNS = ("iou", "dice", "sensitivity", "specificity", "accuracy", "auc")
 TAIL_COLUMNS = ("seconds", "status", "error")
 
@@ -45,6 +50,8 @@ class ImageResult:
     vessel_pixels: int | None = None
     figures: dict[str, float] | None = None  # GT_COLUMNS -> value, when ground truth was scored
     error: str = ""
+    laterality: str | None = None  # "L" / "R" from a DICOM input's Image or Frame Laterality
+    pixel_size_um: float | None = None  # micrometres per pixel from a DICOM input's Pixel Spacing
 
     @property
     def vessel_density(self) -> float | None:
@@ -63,6 +70,8 @@ class ImageResult:
             "image": self.image,
             "width": "" if self.width is None else str(self.width),
             "height": "" if self.height is None else str(self.height),
+            "laterality": self.laterality or "",
+            "pixel_size_um": number(self.pixel_size_um, 4),
             "fov_pixels": "" if self.fov_pixels is None else str(self.fov_pixels),
             "vessel_pixels": "" if self.vessel_pixels is None else str(self.vessel_pixels),
             "vessel_density": number(self.vessel_density),
@@ -144,7 +153,11 @@ class ResultsWriter:
 
     def append(self, result: ImageResult) -> None:
         """Write one whole row, or nothing: a failed write is cut back off and re-raised."""
-        cells = result.row()
+        self.append_cells(result.row())
+
+    def append_cells(self, cells: dict[str, str]) -> None:
+        """``append`` for a row given as column -> text (missing columns empty)."""
+        cells = {c: cells.get(c, "") for c in self.header}
         # An error message may quote a file name that is not UTF-8: escaped, never a crash.
         data = _line([cells[c] for c in self.header]).encode("utf-8", "backslashreplace")
         with self._lock:
