@@ -15,6 +15,7 @@ extra (``pip install 'vesselseg[dicom]'``); ``require_highdicom`` says so before
 """
 from __future__ import annotations
 
+import copy
 import io
 import os
 from pathlib import Path
@@ -89,8 +90,16 @@ def segmentation_bytes(source: str | os.PathLike[str], frame: int, mask: np.ndar
     if (int(header.Rows), int(header.Columns)) != mask.shape:
         raise ValueError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the DICOM image is "
                          f"{header.Columns}x{header.Rows}")
+    frames = int(header.get("NumberOfFrames", 1) or 1)
+    view = header
+    if frames > 1:
+        # highdicom takes one frame of a source without a patient coordinate system; the
+        # segmentation covers frame ``frame`` only, so it is given the source as that one frame
+        # and its references then name the frame.
+        view = copy.deepcopy(header)
+        view.NumberOfFrames = 1
     seg = _segmentation_class()(
-        source_images=[header],
+        source_images=[view],
         pixel_array=mask[None].astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[_description()],
@@ -107,7 +116,6 @@ def segmentation_bytes(source: str | os.PathLike[str], frame: int, mask: np.ndar
     # General Image: Patient Orientation is required (may be empty) for images without a patient
     # coordinate system, which photographs have not.
     seg.PatientOrientation = header.get("PatientOrientation", "")
-    frames = int(header.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         _reference_frame(seg, frame + 1)
     buffer = io.BytesIO()
