@@ -49,7 +49,7 @@ def test_each_row_is_on_disk_as_soon_as_it_is_appended(tmp_path: Path) -> None:
 def test_a_torn_last_line_and_short_rows_are_ignored_when_resuming(tmp_path: Path) -> None:
     path = tmp_path / "results.csv"
     header = ",".join(columns(False))
-    path.write_text(f"{header}\na.png,565,584,1000,120,0.12,1.0,ok,\nshort,row\nb.png,565,584,10")
+    path.write_text(f"{header}\na.png,565,584,R,13.5000,1000,120,0.12,1.0,ok,\nshort,row\nb.png,565,584,10")
     assert [r["image"] for r in read_rows(path, columns(False))] == ["a.png"]
 
 
