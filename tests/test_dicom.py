@@ -8,6 +8,7 @@ and broken ones. Every one carries the made-up patient ``IDENTIFIERS``.
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -198,6 +199,8 @@ def test_dicom_seg_objects_read_back_to_the_masks_and_identifiers_stay_out_of_ev
     # Privacy: nothing but the DICOM Segmentations holds the patient's identifiers.
     assert _scan_for_identifiers(out, skip="dicom-seg/") == []
     assert not (out / "identifiers.csv").exists()
+    settings = json.loads((out / "run.json").read_text())["settings"]
+    assert settings["dicom_seg"] is True and "identifiers" not in settings
 
 
 @pytest.mark.data
@@ -229,6 +232,7 @@ def test_keep_identifiers_writes_them_to_identifiers_csv_only(clinic: Path, tmp_
     assert table[0]["accession_number"] == make.IDENTIFIERS["AccessionNumber"]
     assert table[0]["patient_birth_date"] == make.IDENTIFIERS["PatientBirthDate"]
     assert _scan_for_identifiers(out, skip="identifiers.csv") == []
+    assert json.loads((out / "run.json").read_text())["settings"]["identifiers"] is True
 
 
 # -- the reader on its own: no model, no datasets -------------------------------------------------
@@ -263,3 +267,42 @@ def test_pixel_size_is_given_for_square_pixels_only() -> None:
     oblong.PixelSpacing = ["0.0100", "0.0120"]
     assert _pixel_size_um(square) == pytest.approx(10.0)
     assert _pixel_size_um(oblong) is None and _pixel_size_um(none) is None
+
+
+def test_a_dicomdir_is_skipped_by_the_class_its_file_meta_names(tmp_path: Path) -> None:
+    ds = make.report_object("1.2.3.6")
+    del ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
+    header = inspect(make.save(ds, tmp_path / "DICOMDIR"))
+    assert header.frames == 0 and header.skip.startswith("a Media Storage Directory Storage object, not a photograph")
+
+
+def test_laterality_is_image_laterality_else_frame_laterality_else_series_laterality() -> None:
+    from pydicom.dataset import Dataset
+
+    from vesselcli.io.dicom import _laterality
+
+    frame = Dataset()
+    frame.FrameAnatomySequence = [Dataset()]
+    frame.FrameAnatomySequence[0].FrameLaterality = "L"
+    ds = Dataset()
+    ds.SharedFunctionalGroupsSequence = [frame]
+    ds.Laterality = "R"
+    assert _laterality(ds) == "L"
+    ds.ImageLaterality = "R"
+    assert _laterality(ds) == "R"
+    ds.ImageLaterality, ds.SharedFunctionalGroupsSequence = "B", []  # both eyes: no single side
+    assert _laterality(ds) == "R"
+    del ds.Laterality
+    assert _laterality(ds) is None
+
+
+def test_a_dcm_file_that_is_not_dicom_is_an_error_not_a_skip(tmp_path: Path) -> None:
+    from vesselcli.imageio import ImageReadError
+
+    path = tmp_path / "notes.dcm"
+    path.write_text("these are not pixels\n" * 20)
+    with pytest.raises(ImageReadError, match="not a readable DICOM"):
+        inspect(path)
+    with pytest.raises(ImageReadError, match="not a readable DICOM"):
+        read_frame(path, 0, 1000)

@@ -68,8 +68,9 @@ def _may_be_dicom(name: str) -> bool:
 
 
 def is_dicom(path: Path) -> bool:
-    """A ``.dcm``/``.dicom`` name, or a file starting with the DICOM preamble and ``DICM``."""
-    return is_dicom_name(path.name) or looks_like_dicom(path)
+    """A ``.dcm``/``.dicom`` name, or a file without an image extension (a file given directly
+    may have any) that starts with the DICOM preamble and ``DICM``; image files are not opened."""
+    return is_dicom_name(path.name) or (not is_image_name(path.name) and looks_like_dicom(path))
 
 
 def _is_hidden(name: str) -> bool:

@@ -227,6 +227,8 @@ def run_settings(config: SegmentConfig, engine: Engine) -> dict[str, object]:
         fov_dir=config.fov_dir,
         overlays=config.overlays,
         probabilities=config.save_probabilities,
+        dicom_seg=config.dicom_seg,
+        identifiers=config.keep_identifiers,
     )
 
 

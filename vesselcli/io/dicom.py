@@ -113,7 +113,9 @@ def inspect(path: str | os.PathLike[str]) -> DicomHeader:
     """Read the header of ``path`` (no pixel data) and classify it; ``ImageReadError`` when
     the header itself cannot be read (that image is then an error row)."""
     ds = _read_header(Path(path))
-    sop_class = str(ds.get("SOPClassUID", ""))
+    meta = getattr(ds, "file_meta", None)
+    # A DICOMDIR names its class only in the file meta information.
+    sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta is not None else ""))
     has_pixels = "Rows" in ds and "Columns" in ds
     if sop_class and sop_class not in PHOTOGRAPH_CLASSES:
         import pydicom.uid
@@ -122,6 +124,8 @@ def inspect(path: str | os.PathLike[str]) -> DicomHeader:
         return DicomHeader(0, f"a {name} object, not a photograph (segment reads Ophthalmic Photography, "
                               "VL Photographic and Secondary Capture images)")
     if not has_pixels:
+        if not sop_class and not looks_like_dicom(path):
+            raise ImageReadError("not a readable DICOM file (no DICOM preamble, no SOP class, no image attributes)")
         return DicomHeader(0, "a DICOM object without an image (no Rows/Columns)")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     return DicomHeader(max(frames, 1))
@@ -173,21 +177,23 @@ def _syntax(ds) -> str:  # noqa: ANN001
     return str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
 
 
-def _decode(ds, frame: int) -> np.ndarray:  # noqa: ANN001
+def _decode(path: Path, frame: int, syntax: str) -> np.ndarray:
+    """Frame ``frame`` of the file, read from the file alone (not every frame into memory)."""
     from pydicom.pixels import pixel_array
 
-    syntax = _syntax(ds)
     preferred = _PREFERRED_PLUGIN.get(syntax, "")
     if preferred:
         try:
-            return pixel_array(ds, index=frame, decoding_plugin=preferred)
+            return pixel_array(str(path), index=frame, decoding_plugin=preferred)
         except Exception:  # noqa: BLE001 - e.g. Pillow cannot read this stream: let pydicom choose
             pass
-    return pixel_array(ds, index=frame)
+    return pixel_array(str(path), index=frame)
 
 
 def _decode_error(exc: Exception, syntax: str) -> ImageReadError:
     text = " ".join(str(exc).split())
+    if "no pixel data to decode" in text.lower():
+        return ImageReadError("the DICOM object has no pixel data (damaged, or not an image)")
     if "plugin" in text.lower() or "missing dependencies" in text.lower() or "no pixel data decoders" in text.lower():
         import pydicom.uid
 
@@ -221,17 +227,13 @@ def _to_rgb(pixels: np.ndarray, ds) -> np.ndarray:  # noqa: ANN001
 def read_frame(path: str | os.PathLike[str], frame: int, max_pixels: int) -> DicomImage:
     """Frame ``frame`` (0-based) of a DICOM photograph; ``ImageReadError`` with a readable message.
 
-    The size is checked against ``max_pixels`` from the header, before any decoding.
+    The header is read first and the size checked against ``max_pixels`` before any pixel
+    data is read; then only that frame is read and decoded.
     """
-    import pydicom
-
     path = Path(path)
-    try:
-        ds = pydicom.dcmread(path, force=True)
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on damaged files
-        raise ImageReadError(f"DICOM file is damaged or truncated ({' '.join(str(exc).split())})") from None
-    if "PixelData" not in ds:
-        raise ImageReadError("the DICOM object has no pixel data (damaged, or not an image)")
+    ds = _read_header(path)
+    if "Rows" not in ds or "Columns" not in ds:
+        raise ImageReadError("not a readable DICOM image: it has no Rows/Columns (not DICOM, or damaged)")
     rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     if rows * columns > max_pixels:
         raise ImageReadError(f"image is {columns}x{rows} = {rows * columns:,} pixels, above the limit of "
@@ -241,9 +243,7 @@ def read_frame(path: str | os.PathLike[str], frame: int, max_pixels: int) -> Dic
         raise ImageReadError(f"frame {frame + 1} asked for, but the object has {frames} frame(s)")
     syntax = _syntax(ds)
     try:
-        pixels = _decode(ds, frame)
-    except ImageReadError:
-        raise
+        pixels = _decode(path, frame, syntax)
     except Exception as exc:  # noqa: BLE001 - decoders raise ValueError, RuntimeError, OSError ...
         raise _decode_error(exc, syntax) from None
     return DicomImage(_to_rgb(pixels, ds), _laterality(ds), _pixel_size_um(ds), _identifiers(ds))
