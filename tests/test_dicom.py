@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -242,6 +243,8 @@ def test_extensionless_dicom_is_recognised_by_its_preamble_and_other_files_are_n
     (tmp_path / "README").write_bytes(b"\0" * 128 + b"DICX")
     assert looks_like_dicom(path) and not looks_like_dicom(tmp_path / "README")
     assert not looks_like_dicom(tmp_path / "missing")
+    os.mkfifo(tmp_path / "IM0002")  # a pipe is never opened: it would block discovery for ever
+    assert not looks_like_dicom(tmp_path / "IM0002")
     assert inspect(path).frames == 1
     image = read_frame(path, 0, 10_000)
     assert np.array_equal(image.rgb, rgb) and image.laterality is None and image.pixel_size_um is None

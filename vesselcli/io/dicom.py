@@ -17,6 +17,7 @@ JPEG-LS) are base dependencies, imported here on first use only.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,8 +84,11 @@ class DicomImage:
 
 
 def looks_like_dicom(path: str | os.PathLike[str]) -> bool:
-    """True when the file starts with a 128-byte preamble and ``DICM`` (never raises)."""
+    """True when the file starts with a 128-byte preamble and ``DICM`` (never raises, never
+    blocks: only regular files are opened, as a pipe would wait for a writer for ever)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
         with open(path, "rb") as handle:
             head = handle.read(132)
     except OSError:
