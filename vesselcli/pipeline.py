@@ -37,7 +37,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .config import SegmentConfig
-from .discover import Item, OutputPaths, assign_names, discover, expand_dicom, walk_images
+from .discover import Item, OutputPaths, assign_names, discover, expand_dicom, linked_outputs, walk_images
 from .engines.base import Engine, sigmoid
 from .imageio import IMAGE_EXTENSIONS
 from .io.dicom import DICOM_EXTENSIONS, IDENTIFIER_KEYWORDS
@@ -127,7 +127,8 @@ def _identifier_cells(job: Job) -> dict[str, str]:
 def _is_done(item: Item, ok_names: set[str], paths: OutputPaths, dicom_seg: bool = False) -> bool:
     if dicom_seg and item.frame is not None and not paths.dicom_seg(item.key).is_file():
         return False
-    return item.name in ok_names and paths.mask(item.key).is_file()
+    mask = paths.mask(item.key)
+    return item.name in ok_names and mask.is_file() and not mask.is_symlink()
 
 
 def _remove_stale_temporaries(out: Path) -> None:
@@ -162,7 +163,8 @@ def run(
 ) -> Report:
     """Segment the planned images into ``config.out``; returns the run's ``Report``.
 
-    Raises ``LockedError`` when another run holds the output folder, ``SettingsMismatchError``
+    Raises ``LinkedOutputError`` when a symbolic link sits where an output of OUT goes,
+    ``LockedError`` when another run holds the output folder, ``SettingsMismatchError``
     when OUT holds outputs made with other settings (and not ``overwrite``),
     ``CsvMismatchError`` when an existing results.csv has other columns, ``OSError`` when the
     output folder cannot be created. ``on_start`` sees the report once the images to skip are
@@ -172,6 +174,7 @@ def run(
     stop = stop or threading.Event()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    linked_outputs(out)  # before the lock: its file is one of them
     paths = OutputPaths(out)
     with OutputLock(paths.lock):
         _remove_stale_temporaries(out)
@@ -358,7 +361,8 @@ class _Run:
         """Finish, write and record one image; a full or read-only disk stops the run."""
         try:
             mask, result = finish(job, probability, self.threshold)
-            write(job, mask, self.paths, self.config.overlays, self.config.save_probabilities, self.config.dicom_seg)
+            write(job, mask, self.paths, self.config.overlays, self.config.save_probabilities, self.threshold,
+                  self.config.dicom_seg)
             if self.identifiers is not None and job.identifiers is not None:
                 self.identifiers.append_cells(_identifier_cells(job))
         except OSError as exc:
@@ -369,6 +373,8 @@ class _Run:
                 return
             where = f" ({exc.filename})" if exc.filename else ""
             result = error_result(job.item, f"cannot write outputs: {exc.strerror or exc}{where}", job.started)
+        except StageError as exc:
+            result = error_result(job.item, str(exc), job.started)
         except Exception as exc:  # noqa: BLE001 - one image must not stop the run
             result = error_result(job.item, _one_line(exc), job.started)
         else:

@@ -29,6 +29,7 @@ from rich.text import Text
 
 from .. import pipeline
 from ..config import DEFAULT_BATCH_SIZE, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, DEFAULT_WORKERS, SegmentConfig
+from ..discover import LinkedOutputError
 from ..engines.errors import ModelError
 from ..engines.select import ENGINES
 from ..imageio import DEFAULT_MAX_PIXELS
@@ -197,11 +198,14 @@ def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str
     except pipeline.NoImagesError as exc:
         raise click.UsageError(str(exc)) from None
     try:
-        from ..engines import open_engine
+        from ..engines import choose_engine
 
-        the_engine = open_engine(model, engine, device)
+        selection = choose_engine(model, engine, device)
     except ModelError as exc:
         raise click.UsageError(f"cannot use the model: {exc}") from None
+    the_engine = selection.engine
+    for line in selection.fallbacks():  # a GPU that failed to start: say so, even with --quiet
+        err.print(f"warning: {line}", markup=False)
     try:
         try:
             config.tile_spec(the_engine.info.tile_multiple, the_engine.info.fixed_tile)
@@ -268,7 +272,7 @@ def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, q
                                   options=options)
         except LockedError as exc:
             raise Refused(str(exc)) from None
-        except (CsvMismatchError, SettingsMismatchError) as exc:
+        except (CsvMismatchError, SettingsMismatchError, LinkedOutputError) as exc:
             raise Refused(str(exc)) from None
         except OSError as exc:
             raise Refused(f"cannot write into {config.out}: {exc.strerror or exc}; choose a writable --out") from None
