@@ -99,6 +99,10 @@ def test_dicom_gives_the_masks_and_figures_of_the_same_pixels_as_png_and_tiff(cl
     assert rows["IM000017"]["laterality"] == "R" and float(rows["IM000017"]["pixel_size_um"]) == pytest.approx(13.5)
     assert rows["01_native.dcm"]["laterality"] == "" and rows["01_native.dcm"]["pixel_size_um"] == ""
     assert rows["01.tif"]["laterality"] == "" and rows["01.tif"]["pixel_size_um"] == ""
+    # the morphology in mm uses the file's own pixel size without --pixel-size
+    length_px = float(rows["IM000017"]["vessel_length_px"])
+    assert float(rows["IM000017"]["vessel_length_mm"]) == pytest.approx(length_px * 0.0135, rel=1e-5)
+    assert rows["02.png"]["vessel_length_mm"] == "" and rows["02.png"]["vessel_length_px"] == rows["IM000017"]["vessel_length_px"]
 
 
 @pytest.fixture()
@@ -223,11 +227,16 @@ def test_dicom_seg_objects_pass_dciodvfy(clinic: Path, tmp_path: Path, fake_engi
 @pytest.mark.data
 def test_keep_identifiers_writes_them_to_identifiers_csv_only(clinic: Path, tmp_path: Path, fake_engine) -> None:  # noqa: ANN001
     out = tmp_path / "out"
-    result = invoke(clinic / "dicom" / "multi.dcm", clinic / "png" / "02.png", "--out", out, "--keep-identifiers", "-q")
+    result = invoke(clinic / "dicom" / "multi.dcm", clinic / "dicom" / "IM000017", clinic / "png" / "02.png",
+                    "--out", out, "--keep-identifiers", "--pixel-size", "10", "-q")
     assert result.exit_code == 0, result.output
+    # a file's own pixel size comes first; --pixel-size serves the images without one
+    sizes = {name: row["pixel_size_um"] for name, row in rows_of(out).items()}
+    assert sizes == {"multi_f1.dcm": "10.0000", "multi_f2.dcm": "10.0000", "IM000017": "13.5000", "02.png": "10.0000"}
     with open(out / "identifiers.csv", newline="", encoding="utf-8") as handle:
         table = list(csv.DictReader(handle))
-    assert sorted((r["image"], r["frame"]) for r in table) == [("multi_f1.dcm", "1"), ("multi_f2.dcm", "2")]
+    assert sorted((r["image"], r["frame"]) for r in table) == [("IM000017", "1"), ("multi_f1.dcm", "1"),
+                                                                ("multi_f2.dcm", "2")]
     assert table[0]["patient_name"] == make.IDENTIFIERS["PatientName"]
     assert table[0]["patient_id"] == make.IDENTIFIERS["PatientID"]
     assert table[0]["accession_number"] == make.IDENTIFIERS["AccessionNumber"]

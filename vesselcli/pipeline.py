@@ -230,6 +230,7 @@ def run_settings(config: SegmentConfig, engine: Engine) -> dict[str, object]:
         fov_dir=config.fov_dir,
         overlays=config.overlays,
         probabilities=config.save_probabilities,
+        pixel_size_um=config.pixel_size_um,
         dicom_seg=config.dicom_seg,
         identifiers=config.keep_identifiers,
     )
@@ -360,7 +361,9 @@ class _Run:
     def _write_one(self, job: Job, probability: np.ndarray) -> None:
         """Finish, write and record one image; a full or read-only disk stops the run."""
         try:
-            mask, result = finish(job, probability, self.threshold)
+            # The image's own pixel size (a DICOM input's Pixel Spacing) first, else --pixel-size.
+            pixel_size = job.pixel_size_um if job.pixel_size_um is not None else self.config.pixel_size_um
+            mask, result = finish(job, probability, self.threshold, pixel_size)
             write(job, mask, self.paths, self.config.overlays, self.config.save_probabilities, self.threshold,
                   self.config.dicom_seg)
             if self.identifiers is not None and job.identifiers is not None:

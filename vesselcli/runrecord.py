@@ -68,13 +68,15 @@ def output_settings(
     probabilities: bool,
     dicom_seg: bool = False,
     identifiers: bool = False,
+    pixel_size_um: float | None = None,
 ) -> dict[str, Any]:
     """The flat ``settings`` dict (JSON types only) of a run with these choices.
 
     ``model``: the file the engine loaded (None for an engine without one, a test double);
     ``tile_size`` / ``tile_overlap`` are the ones used (after rounding to the model's multiple);
     ``fov_diameter`` is the model's scale (the FOV diameter in pixels it brings images to);
-    folders are absolute paths, so the same folder named from another working directory is equal.
+    folders are absolute paths, so the same folder named from another working directory is equal;
+    ``pixel_size_um`` (``--pixel-size``) fills the mm and um morphology columns.
     ``dicom_seg`` (DICOM Segmentations written) and ``identifiers`` (identifiers.csv written)
     are recorded only when on, so the record of a run without them equals that of a version
     that had neither.
@@ -95,6 +97,7 @@ def output_settings(
         "masks": True,
         "overlays": bool(overlays),
         "probabilities": bool(probabilities),
+        "pixel_size_um": None if pixel_size_um is None else float(pixel_size_um),
         **{name: True for name, on in optional.items() if on},
     }
 
