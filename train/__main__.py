@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         train_samples += [repackage(s, cfg.repackage) for s in train_samples]
         val_samples += [repackage(s, cfg.repackage) for s in val_samples]
         data_desc.append(f"each also re-packaged to {cfg.repackage}x{cfg.repackage} as DRIVE-512 (bilinear, annotation binarised at 127)")
-    dataset = PatchDataset(train_samples, pre, cfg.patch, cfg.samples_per_image, cfg.seed)
+    dataset = PatchDataset(train_samples, pre, cfg.patch, cfg.samples_per_image, cfg.seed, tuple(cfg.calibre_range) or None)
     sampler = DistributedSampler(dataset, shuffle=True, seed=cfg.seed) if ddp else RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed))
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers, drop_last=True, pin_memory=device.type == "cuda")
 
