@@ -34,6 +34,7 @@ from vesselcli.preprocess import Preprocessing, network_input, resize_image, res
 
 from .data import Sample, load_samples, split_validation
 from .width import mean_width
+from vesselcli.calibre import calibre_factor, edge_width
 
 CROP_FRACTION = 0.6  # crop side / FOV diameter: a centred square this size lies inside the disc
 
@@ -74,14 +75,33 @@ def validation_cases(data: Path, pre: Preprocessing) -> list[Case]:
 
 
 @torch.no_grad()
-def probability_at(model: torch.nn.Module, sample: Sample, pre: Preprocessing, factor: float) -> np.ndarray:
-    """Whole-image probability ``(H, W) float32`` at full size, the network run at ``factor``."""
+def model_scale_probability(model: torch.nn.Module, sample: Sample, pre: Preprocessing, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """(probability ``(h, w) float32``, FOV ``(h, w) bool``), the network run at ``factor``."""
     shape = scaled_shape(sample.rgb.shape[:2], factor)
     small_fov = resize_mask(sample.fov, shape)
     x = network_input(resize_image(sample.rgb, shape), small_fov, pre)
     pad = [(-n) % 8 for n in shape]  # three poolings
     t = torch.nn.functional.pad(torch.from_numpy(x)[None], (0, pad[1], 0, pad[0]), mode="reflect")
-    prob = torch.sigmoid(model(t).float())[0, 0, : shape[0], : shape[1]].numpy()
+    return torch.sigmoid(model(t).float())[0, 0, : shape[0], : shape[1]].numpy(), small_fov
+
+
+def calibre_scale(model: torch.nn.Module, sample: Sample, pre: Preprocessing, threshold: float, looks: int) -> tuple[float, float]:
+    """(factor chosen by the calibre rule after ``looks`` first looks, model-scale mask width
+    at the FOV rule's factor), as ``segment --scale-rule calibre`` chooses it."""
+    factor = scale_factor(sample.fov, pre)
+    first_width = 0.0
+    for look in range(looks):
+        prob, fov = model_scale_probability(model, sample, pre, factor)
+        mask = (prob >= threshold) & fov
+        if look == 0:
+            first_width = edge_width(mask)
+        factor = calibre_factor(mask, factor)
+    return factor, first_width
+
+
+def probability_at(model: torch.nn.Module, sample: Sample, pre: Preprocessing, factor: float) -> np.ndarray:
+    """Whole-image probability ``(H, W) float32`` at full size, the network run at ``factor``."""
+    prob, _ = model_scale_probability(model, sample, pre, factor)
     return resize_image(prob, sample.rgb.shape[:2])
 
 
@@ -97,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint")
     parser.add_argument("--data", default="../shared/data")
     parser.add_argument("--multiples", type=float, nargs="+", default=[0.75, 1.0, 1.5, 2.0, 3.0])
+    parser.add_argument("--looks", type=int, nargs="*", default=[1, 2], help="calibre rule with this many first looks")
     parser.add_argument("--threshold", type=float, default=None, help="default: the checkpoint's")
     parser.add_argument("--groups", nargs="+", default=None, help="only these sets (e.g. HRF 'HRF crops')")
     parser.add_argument("--json", default="", help="also write every image's figures to this file")
@@ -113,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         truth_width = mean_width(s.vessels, s.fov)
         scales = {f"x{m:g}": case.camera_factor * m for m in args.multiples}
         scales["rule"] = scale_factor(s.fov, pre)
+        for looks in args.looks:
+            scales[f"cal{looks}"], first_width = calibre_scale(model, s, pre, threshold, looks)
+        if args.looks:
+            print(f"{s.name:28s} model-scale mask width at the FOV rule: {first_width:.3f} px", flush=True)
         for label, factor in scales.items():
             start = time.perf_counter()
             prob = probability_at(model, s, pre, factor)

@@ -18,6 +18,7 @@ DEFAULT_TILE_SIZE = 592
 DEFAULT_TILE_OVERLAP = 64
 DEFAULT_BATCH_SIZE = 2
 DEFAULT_WORKERS = 2
+SCALE_RULES = ("fov", "calibre")
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,9 @@ class SegmentConfig:
     folders of annotations / FOV masks paired by ``vesselcli.pairing`` (``gt_pattern`` names
     the annotation of an image directly, e.g. ``{stem}_manual1``). ``threshold``: None means
     the model's own. ``workers``: reader threads and writer threads (each). ``max_pixels``:
-    images decoding to more pixels are refused before decoding.
+    images decoding to more pixels are refused before decoding. ``scale_rule``: "fov" (scale
+    by the FOV diameter) or "calibre" (then rescale so the vessels found at that scale have
+    the model's calibre; ``vesselcli.calibre``).
     """
 
     inputs: tuple[Path, ...]
@@ -46,12 +49,15 @@ class SegmentConfig:
     overlays: bool = True
     overwrite: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
+    scale_rule: str = "fov"
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {self.threshold}")
+        if self.scale_rule not in SCALE_RULES:
+            raise ValueError(f"scale_rule must be one of {', '.join(SCALE_RULES)}, got {self.scale_rule!r}")
         if self.max_pixels < 1:
             raise ValueError(f"max_pixels must be positive, got {self.max_pixels}")
         self.tile_spec(1)  # validates size, overlap and batch

@@ -36,8 +36,8 @@ from .imageio import IMAGE_EXTENSIONS
 from .lock import OutputLock
 from .pairing import pair_files
 from .report import ImageResult, Report, ResultsWriter, columns, read_rows
-from .stages import Job, Partners, StageError, error_result, finish, load, write
-from .tiling import flip_averaged, stream_tiled
+from .stages import Job, Partners, StageError, error_result, finish, load, rescale, write
+from .tiling import flip_averaged, sliding_window, stream_tiled
 
 #: errno values that no other image could escape either: the run stops (files written stay).
 FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT})
@@ -172,6 +172,7 @@ class _Run:
         self.on_result = on_result
         self.threshold = config.threshold if config.threshold is not None else float(engine.info.threshold)
         self.spec = config.tile_spec(engine.info.tile_multiple, engine.info.fixed_tile)
+        self._predict = _predictor(engine, config.tta)
         self.prepared: queue.Queue = queue.Queue(maxsize=config.workers)
         self.predicted: queue.Queue = queue.Queue(maxsize=config.workers)
         self.items: queue.SimpleQueue = queue.SimpleQueue()
@@ -232,7 +233,7 @@ class _Run:
                 except Exception as exc:  # noqa: BLE001 - one image must not stop the run
                     self._record(error_result(item, _one_line(exc), started))
                     continue
-                if not self.config.overlays:
+                if not self.config.overlays and self.config.scale_rule == "fov":
                     job.rgb = None  # only the overlay needs the photograph: keep memory low
                 self.prepared.put(job)
         finally:
@@ -248,11 +249,25 @@ class _Run:
             if self.stop.is_set():
                 continue  # dropped unwritten: the next run does it
             network_input, job.network_input = job.network_input, None
+            if self.config.scale_rule == "calibre":
+                try:
+                    network_input = self._rescaled(job, network_input)
+                except Exception as exc:  # noqa: BLE001 - one image must not stop the run
+                    self._record(error_result(job.item, f"inference failed: {_one_line(exc)}", job.started))
+                    continue
             yield job, network_input
+
+    def _rescaled(self, job: Job, network_input: np.ndarray) -> np.ndarray:
+        """The calibre rule's input: a first look at the FOV rule's scale decides the scale."""
+        first_look = sliding_window(network_input, self._predict, self.spec)[0]
+        again = rescale(job, first_look, self.engine.info.preprocessing, self.threshold)
+        if not self.config.overlays:
+            job.rgb = None
+        return network_input if again is None else again
 
     def _batcher(self) -> None:
         try:
-            for job, probability, error in stream_tiled(self._jobs(), _predictor(self.engine, self.config.tta), self.spec):
+            for job, probability, error in stream_tiled(self._jobs(), self._predict, self.spec):
                 if error is not None:
                     self._record(error_result(job.item, f"inference failed: {_one_line(error)}", job.started))
                 else:

@@ -2,6 +2,8 @@
 
 1. ``load``: read the image (EXIF orientation applied), its annotation and FOV mask if any,
    detect the FOV otherwise, and ``prepare`` the network input at the model's scale.
+1b. ``rescale`` (``--scale-rule calibre`` only): from a first look through the engine at the
+   FOV rule's scale, the scale that gives the vessels the model's own calibre; a new input.
 2. (the pipeline tiles the input through the engine: a probability map at model scale)
 3. ``finish``: bring the probability back to the image's size, threshold it, keep it inside
    the FOV and measure it (inside the FOV) against the annotation.
@@ -18,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
+from .calibre import calibre_factor
 from .discover import Item, OutputPaths
 from .fov import detect_fov
 from .imageio import ImageReadError, encode_jpeg, encode_png, read_image, read_mask, write_atomic
 from .overlay import overlay
-from .preprocess import Preprocessing, prepare, resize_image
+from .preprocess import Preprocessing, prepare_at, resize_image, scale_factor
 from .report import GT_COLUMNS, ImageResult
 
 
@@ -36,7 +39,9 @@ class Job:
 
     ``rgb``: ``(H, W, 3) uint8`` (only the overlay needs it); ``fov`` and ``truth``: ``(H, W) bool``; ``network_input``:
     ``(1, h, w) float32`` at model scale (dropped once tiled); ``probability``: ``(H, W)
-    float32`` once predicted; ``started``: ``time.perf_counter()`` when reading began.
+    float32`` once predicted; ``started``: ``time.perf_counter()`` when reading began;
+    ``factor``: the processing scale (model pixels per original pixel) of ``network_input``;
+    ``model_fov``: ``(h, w) bool``, the FOV at that scale.
     """
 
     item: Item
@@ -46,6 +51,8 @@ class Job:
     truth: np.ndarray | None
     network_input: np.ndarray | None
     probability: np.ndarray | None = None
+    factor: float = 1.0
+    model_fov: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -86,13 +93,30 @@ def load(item: Item, partners: Partners, pre: Preprocessing, max_pixels: int) ->
     shape = rgb.shape[:2]
     truth = _read_partner(partners.truth, shape, "annotation", max_pixels) if partners.truth else None
     fov = _read_partner(partners.fov, shape, "FOV mask", max_pixels) if partners.fov else detect_fov(rgb)
-    network_input, _ = prepare(rgb, fov, pre)
+    factor = scale_factor(fov, pre)
+    network_input, model_fov = prepare_at(rgb, fov, pre, factor)
     if not network_input.any():
         # One flat value everywhere (a black frame, a failed capture): the network would see an
         # all-zero input, on which it calls almost everything a vessel.
         raise StageError(f"the image is blank (one flat {pre.channel} level inside its field of view); "
                          "there is nothing to segment: check the capture")
-    return Job(item, started, rgb, fov, truth, network_input)
+    return Job(item, started, rgb, fov, truth, network_input, factor=factor, model_fov=model_fov)
+
+
+def rescale(job: Job, first_look: np.ndarray, pre: Preprocessing, threshold: float) -> np.ndarray | None:
+    """The calibre rule: the network input at the scale that gives the vessels the model's calibre.
+
+    ``first_look``: ``(h, w) float32`` probability of ``job.network_input`` (at ``job.factor``).
+    Returns the new ``(1, h', w') float32`` input and updates ``job.factor``/``job.model_fov``;
+    None when the new scale is within ``pre.scale_tolerance`` of the first (nothing to redo).
+    ``job.rgb`` must still be there.
+    """
+    factor = calibre_factor((first_look >= threshold) & job.model_fov, job.factor)
+    if abs(factor / job.factor - 1.0) <= pre.scale_tolerance:
+        return None
+    network_input, job.model_fov = prepare_at(job.rgb, job.fov, pre, factor)
+    job.factor = factor
+    return network_input
 
 
 def finish(job: Job, model_probability: np.ndarray, threshold: float) -> tuple[np.ndarray, ImageResult]:
