@@ -34,7 +34,7 @@ from vesselcli.preprocess import Preprocessing, network_input, resize_image, res
 
 from .data import Sample, load_samples, split_validation
 from .width import mean_width
-from vesselcli.calibre import calibre_factor, edge_width
+from vesselcli.calibre import edge_width, next_factor
 
 CROP_FRACTION = 0.6  # crop side / FOV diameter: a centred square this size lies inside the disc
 
@@ -95,7 +95,10 @@ def calibre_scale(model: torch.nn.Module, sample: Sample, pre: Preprocessing, th
         mask = (prob >= threshold) & fov
         if look == 0:
             first_width = edge_width(mask)
-        factor = calibre_factor(mask, factor)
+        again = next_factor(mask, factor, pre.scale_tolerance)
+        if again is None:
+            break
+        factor = again
     return factor, first_width
 
 
@@ -112,22 +115,39 @@ def score(sample: Sample, prob: np.ndarray, threshold: float, truth_width: float
     return {"f1": metrics.dice(c), "se": metrics.summary(c)["sensitivity"], "width_ratio": width / truth_width if truth_width else float("nan")}
 
 
+def print_reference(model: torch.nn.Module, cases: list[Case], pre: Preprocessing, threshold: float) -> int:
+    """The calibre rule's reference: mean ``edge_width`` of the model's masks at its own scale
+    on the DRIVE validation images, where the FOV rule is right."""
+    widths = []
+    for case in cases:
+        if case.group == "DRIVE":
+            prob, fov = model_scale_probability(model, case.sample, pre, scale_factor(case.sample.fov, pre))
+            widths.append(edge_width((prob >= threshold) & fov))
+            print(f"{case.sample.name:28s} mask width at model scale {widths[-1]:.3f} px")
+    print(f"reference width (mean over {len(widths)} images): {np.mean(widths):.2f} px")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.scales", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
     parser.add_argument("--data", default="../shared/data")
-    parser.add_argument("--multiples", type=float, nargs="+", default=[0.75, 1.0, 1.5, 2.0, 3.0])
+    parser.add_argument("--multiples", type=float, nargs="*", default=[0.75, 1.0, 1.5, 2.0, 3.0])
     parser.add_argument("--looks", type=int, nargs="*", default=[1, 2], help="calibre rule with this many first looks")
     parser.add_argument("--threshold", type=float, default=None, help="default: the checkpoint's")
     parser.add_argument("--groups", nargs="+", default=None, help="only these sets (e.g. HRF 'HRF crops')")
+    parser.add_argument("--reference", action="store_true", help="only print the model's mask width on DRIVE validation at the FOV rule (vesselcli.calibre.REFERENCE_WIDTH)")
     parser.add_argument("--json", default="", help="also write every image's figures to this file")
     args = parser.parse_args(argv)
     model, ckpt = load_model(args.checkpoint)
     model.eval()
     pre = preprocessing_of(ckpt)
     threshold = args.threshold if args.threshold is not None else float(ckpt["threshold"])
+    cases = validation_cases(Path(args.data), pre)
+    if args.reference:
+        return print_reference(model, cases, pre, threshold)
     rows = []
-    for case in validation_cases(Path(args.data), pre):
+    for case in cases:
         if args.groups and case.group not in args.groups:
             continue
         s = case.sample

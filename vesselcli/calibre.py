@@ -15,8 +15,8 @@ import numpy as np
 
 #: Mean edge width (``edge_width``) of the shipped model's masks on the DRIVE validation images
 #: (seed-0 split: 23, 25, 27, 40) at the model's scale, where the FOV rule is right. Measured
-#: with ``python -m train.scales vesselcli/models/default.pt --reference``.
-REFERENCE_WIDTH = 2.6
+#: with ``python -m train.scales vesselcli/models/default.pt --reference`` (2.786).
+REFERENCE_WIDTH = 2.79
 
 #: The calibre rule moves at most this factor away from the FOV rule's scale either way.
 MAX_CHANGE = 3.0
@@ -50,3 +50,10 @@ def calibre_factor(mask: np.ndarray, factor: float, reference: float = REFERENCE
         return factor
     wanted = factor * reference / width
     return float(min(max(wanted, factor / max_change), factor * max_change))
+
+
+def next_factor(mask: np.ndarray, factor: float, tolerance: float, reference: float = REFERENCE_WIDTH) -> float | None:
+    """``calibre_factor``, or None when it is within ``tolerance`` (relative) of ``factor``:
+    the look was already at the vessels' scale and need not be redone."""
+    wanted = calibre_factor(mask, factor, reference)
+    return None if abs(wanted / factor - 1.0) <= tolerance else wanted

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
-from .calibre import calibre_factor
+from .calibre import next_factor
 from .discover import Item, OutputPaths
 from .fov import detect_fov
 from .imageio import ImageReadError, encode_jpeg, encode_png, read_image, read_mask, write_atomic
@@ -111,8 +111,8 @@ def rescale(job: Job, first_look: np.ndarray, pre: Preprocessing, threshold: flo
     None when the new scale is within ``pre.scale_tolerance`` of the first (nothing to redo).
     ``job.rgb`` must still be there.
     """
-    factor = calibre_factor((first_look >= threshold) & job.model_fov, job.factor)
-    if abs(factor / job.factor - 1.0) <= pre.scale_tolerance:
+    factor = next_factor((first_look >= threshold) & job.model_fov, job.factor, pre.scale_tolerance)
+    if factor is None:
         return None
     network_input, job.model_fov = prepare_at(job.rgb, job.fov, pre, factor)
     job.factor = factor
