@@ -95,3 +95,16 @@ def test_segment_with_the_calibre_rule_keeps_the_scale_when_vessels_already_fit(
 def test_an_unknown_scale_rule_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="scale_rule must be one of fov, calibre"):
         SegmentConfig(inputs=(tmp_path,), out=tmp_path / "o", scale_rule="disc")
+
+
+def test_the_scale_rule_is_a_setting_of_the_run(tmp_path: Path) -> None:
+    from segment_fakes import write_fundus
+    from vesselcli.runrecord import SettingsMismatchError
+
+    write_fundus(tmp_path / "in" / "a.png")
+    cfg = SegmentConfig(inputs=(tmp_path / "in",), out=tmp_path / "out", tile_size=64, tile_overlap=16, scale_rule="calibre")
+    assert pipeline.run_settings(cfg, DarkIsVessel())["scale_rule"] == "calibre"
+    pipeline.run(cfg, pipeline.plan(cfg), DarkIsVessel())
+    again = SegmentConfig(inputs=(tmp_path / "in",), out=tmp_path / "out", tile_size=64, tile_overlap=16)
+    with pytest.raises(SettingsMismatchError, match="scale_rule"):
+        pipeline.run(again, pipeline.plan(again), DarkIsVessel())

@@ -15,6 +15,8 @@ the CSV stays whole. A full or read-only disk stops the run the same way (``Repo
 
 Resuming: an image is skipped when its mask exists and results.csv has an ``ok`` row for it;
 every other row of the images redone is dropped from the CSV first, so no image gets two rows.
+Only a run with the settings recorded in ``OUT/run.json`` resumes (``vesselcli.runrecord``);
+one with other settings is refused before anything is written, unless ``overwrite``.
 """
 from __future__ import annotations
 
@@ -35,7 +37,8 @@ from .engines.base import Engine, sigmoid
 from .imageio import IMAGE_EXTENSIONS
 from .lock import OutputLock
 from .pairing import pair_files
-from .report import ImageResult, Report, ResultsWriter, columns, read_rows
+from .report import ImageResult, Report, ResultsWriter, read_rows
+from .runrecord import check_settings, new_record, now, output_settings, write_run
 from .stages import Job, Partners, StageError, error_result, finish, load, rescale, write
 from .tiling import flip_averaged, sliding_window, stream_tiled
 
@@ -127,13 +130,16 @@ def run(
     stop: threading.Event | None = None,
     on_start: Callable[[Report], None] | None = None,
     on_result: Callable[[ImageResult], None] | None = None,
+    options: dict[str, object] | None = None,
 ) -> Report:
     """Segment the planned images into ``config.out``; returns the run's ``Report``.
 
-    Raises ``LockedError`` when another run holds the output folder, ``CsvMismatchError``
-    when an existing results.csv has other columns, ``OSError`` when the output folder
-    cannot be created. ``on_start`` sees the report once the images to skip are known;
-    ``on_result`` is called (from worker threads, one call at a time) for every image done.
+    Raises ``LockedError`` when another run holds the output folder, ``SettingsMismatchError``
+    when OUT holds outputs made with other settings (and not ``overwrite``),
+    ``CsvMismatchError`` when an existing results.csv has other columns, ``OSError`` when the
+    output folder cannot be created. ``on_start`` sees the report once the images to skip are
+    known; ``on_result`` is called (from worker threads, one call at a time) for every image
+    done. ``options``: every CLI option, recorded in run.json as they were given.
     """
     stop = stop or threading.Event()
     out = Path(config.out)
@@ -141,21 +147,53 @@ def run(
     paths = OutputPaths(out)
     with OutputLock(paths.lock):
         _remove_stale_temporaries(out)
-        header = columns(config.gt_dir is not None)
-        rows = [] if config.overwrite else read_rows(paths.csv, header)
+        settings = run_settings(config, engine)
+        rows = [] if config.overwrite else read_rows(paths.csv)
+        if not config.overwrite:
+            check_settings(out, settings, results_exist=paths.csv.is_file() and paths.csv.stat().st_size > 0)
         ok_names = {r["image"] for r in rows if r.get("status") == "ok"}
         todo = [i for i in the_plan.items if config.overwrite or not _is_done(i, ok_names, paths)]
         redo = {i.name for i in todo}
         kept = list({r["image"]: r for r in rows if r["image"] not in redo}.values())
         report = Report(total=len(the_plan.items), skipped=len(the_plan.items) - len(todo))
+        record = new_record(settings, engine.name, engine.device, options or {})
+        started = time.monotonic()
+        write_run(out, record)  # before any output: whatever is in OUT from now on was made with these
         if on_start is not None:
             on_start(report)
-        writer = ResultsWriter(paths.csv, header, kept)
+        writer = ResultsWriter(paths.csv, kept)
         try:
             _Run(config, the_plan, engine, stop, paths, writer, report, on_result).go(todo)
         finally:
             writer.close()
+            record.update(finished=now(), duration_s=round(time.monotonic() - started, 3),
+                          counts={"done": report.done, "failed": report.failed, "skipped": report.skipped})
+            try:
+                write_run(out, record)
+            except OSError:
+                pass  # a full disk: the record written at the start still holds the settings
     return report
+
+
+def run_settings(config: SegmentConfig, engine: Engine) -> dict[str, object]:
+    """The ``settings`` of run.json for this configuration on this engine (see ``runrecord``)."""
+    threshold = config.threshold if config.threshold is not None else float(engine.info.threshold)
+    spec = config.tile_spec(engine.info.tile_multiple, engine.info.fixed_tile)
+    return output_settings(
+        model=getattr(engine, "path", None),
+        threshold=threshold,
+        fov_diameter=engine.info.preprocessing.fov_diameter,
+        precision=getattr(engine, "precision", "fp32"),
+        tile_size=spec.size,
+        tile_overlap=spec.overlap,
+        tta=config.tta,
+        gt_dir=config.gt_dir,
+        gt_pattern=config.gt_pattern,
+        fov_dir=config.fov_dir,
+        overlays=config.overlays,
+        probabilities=config.save_probabilities,
+        scale_rule=config.scale_rule,
+    )
 
 
 class _Run:

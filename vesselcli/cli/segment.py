@@ -4,7 +4,8 @@ A thin click layer: options are checked by click types and callbacks, gathered i
 ``SegmentConfig``, and handed to ``vesselcli.pipeline`` with the engine ``--model`` /
 ``--engine`` / ``--device`` choose. Exit code: 0 every image done, 1 some failed (one line
 each on stderr), an input folder could not be listed or the run stopped on a full disk, 2
-usage errors (no images, unreadable model, bad option, OUT busy with another run), 128+N
+usage errors (no images, unreadable model, bad option, OUT busy with another run, OUT made
+with other settings: see ``vesselcli.runrecord``), 128+N
 when stopped by signal N (SIGINT 130, SIGTERM 143): rerunning the same command then
 finishes the rest.
 """
@@ -33,6 +34,7 @@ from ..engines.select import ENGINES
 from ..imageio import DEFAULT_MAX_PIXELS
 from ..lock import LockedError
 from ..report import CsvMismatchError, ImageResult, Report
+from ..runrecord import SettingsMismatchError
 
 
 class Refused(click.ClickException):
@@ -132,7 +134,8 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
 @click.option("--tta", is_flag=True, help="Average the four flips of each tile (4x slower, slightly smoother).")
 @click.option("--save-probabilities", is_flag=True, help="Also write 8-bit vessel probability maps.")
 @click.option("--no-overlays", is_flag=True, help="Do not write overlays.")
-@click.option("--overwrite", is_flag=True, help="Redo every image (default: skip those already done).")
+@click.option("--overwrite", is_flag=True,
+              help="Redo every image with these settings (default: skip those already done; other settings are refused).")
 @click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
               help="Refuse images larger than this many pixels before decoding them.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary; errors still go to stderr.")
@@ -158,15 +161,28 @@ def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: P
         scale_rule=scale_rule,
     )
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    options = _plain(click.get_current_context().params)
     try:
-        code = _segment(config, model, engine, device, err, quiet)
+        code = _segment(config, model, engine, device, err, quiet, options)
     except KeyboardInterrupt:  # Ctrl-C while finding images or loading the model: nothing written yet
         err.print("interrupted before any image was segmented", markup=False)
         code = 128 + signal.SIGINT
     click.get_current_context().exit(code)
 
 
-def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str, err: Console, quiet: bool) -> int:
+def _plain(value: object) -> object:
+    """CLI option values as JSON types: paths as strings, tuples as lists."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str, err: Console, quiet: bool,
+             options: dict) -> int:
     """Plan, open the engine, run; returns the exit code (usage errors raise click exceptions)."""
     try:
         the_plan = pipeline.plan(config)
@@ -183,7 +199,7 @@ def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str
             config.tile_spec(the_engine.info.tile_multiple, the_engine.info.fixed_tile)
         except ValueError as exc:
             raise click.UsageError(f"cannot tile for this model: {exc}") from None
-        report, seconds = _run(config, the_plan, the_engine, err, quiet)
+        report, seconds = _run(config, the_plan, the_engine, err, quiet, options)
     finally:
         the_engine.close()
     if not quiet:
@@ -195,7 +211,8 @@ def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str
     return report.exit_code
 
 
-def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, quiet: bool) -> tuple[Report, float]:  # noqa: ANN001
+def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, quiet: bool,  # noqa: ANN001
+         options: dict) -> tuple[Report, float]:
     """Run the pipeline under a progress bar and the signal handlers; (report, seconds it ran)."""
     for line in the_plan.unlisted:
         err.print(f"warning: {line}; the images in it are not included", markup=False)
@@ -234,10 +251,11 @@ def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, q
 
     with progress, stop_on_signals(stop, announce) as received:
         try:
-            report = pipeline.run(config, the_plan, engine, stop, on_start=on_start, on_result=on_result)
+            report = pipeline.run(config, the_plan, engine, stop, on_start=on_start, on_result=on_result,
+                                  options=options)
         except LockedError as exc:
             raise Refused(str(exc)) from None
-        except CsvMismatchError as exc:
+        except (CsvMismatchError, SettingsMismatchError) as exc:
             raise Refused(str(exc)) from None
         except OSError as exc:
             raise Refused(f"cannot write into {config.out}: {exc.strerror or exc}; choose a writable --out") from None
