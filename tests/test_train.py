@@ -349,3 +349,17 @@ def test_mean_width_is_area_over_skeleton_length_on_shapes_of_known_width() -> N
     region[:, :200] = True
     assert mean_width(mask, region) == pytest.approx(11, rel=0.08)
     assert mean_width(np.zeros((5, 5), bool)) == 0.0
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_images() -> None:
+    from train.evaluate import bootstrap_interval
+
+    rng = np.random.default_rng(0)
+    few, many = rng.normal(0.8, 0.05, 8), rng.normal(0.8, 0.05, 200)
+    lo, hi = bootstrap_interval(few)
+    assert lo < few.mean() < hi and bootstrap_interval(few) == (lo, hi)  # seeded: reproducible
+    lo_many, hi_many = bootstrap_interval(many)
+    assert hi_many - lo_many < hi - lo
+    # the normal approximation: 1.96 standard errors each side, within 20%
+    assert hi_many - lo_many == pytest.approx(2 * 1.96 * many.std() / np.sqrt(many.size), rel=0.2)
+    assert bootstrap_interval([0.7, 0.7, 0.7]) == (pytest.approx(0.7), pytest.approx(0.7))
