@@ -12,36 +12,45 @@ from __future__ import annotations
 import numpy as np
 
 
-def _neighbours(img: np.ndarray) -> list[np.ndarray]:
-    """P2..P9 (clockwise from north) of every pixel of a zero-padded ``(H+2, W+2) uint8``."""
-    return [
-        img[:-2, 1:-1], img[:-2, 2:], img[1:-1, 2:], img[2:, 2:],
-        img[2:, 1:-1], img[2:, :-2], img[1:-1, :-2], img[:-2, :-2],
-    ]
+#: Flat-index offsets of P2..P9 (clockwise from north) in an array of row length ``w``.
+def _offsets(w: int) -> np.ndarray:
+    return np.array([-w, -w + 1, 1, w + 1, w, w - 1, -1, -w - 1])
 
 
 def skeleton(mask: np.ndarray) -> np.ndarray:
-    """Zhang-Suen thinning of a ``(H, W) bool`` mask -> ``(H, W) bool`` one-pixel-wide skeleton."""
+    """Zhang-Suen thinning of a ``(H, W) bool`` mask -> ``(H, W) bool`` one-pixel-wide skeleton.
+
+    Each sub-iteration tests only candidate pixels (those that were not removable yet, plus the
+    neighbours of pixels just removed), the rest cannot have changed: the same answer as testing
+    every pixel, in time that grows with the vessels rather than the photograph.
+    """
     img = np.pad(mask.astype(np.uint8), 1)
-    while True:
-        changed = False
-        for step in (0, 1):
-            p = _neighbours(img)
-            centre = img[1:-1, 1:-1]
-            count = sum(q.astype(np.int16) for q in p)
-            seq = p + [p[0]]
-            transitions = sum(((seq[i] == 0) & (seq[i + 1] == 1)).astype(np.int16) for i in range(8))
-            p2, p4, p6, p8 = p[0], p[2], p[4], p[6]
-            if step == 0:
-                cond = (p2 * p4 * p6 == 0) & (p4 * p6 * p8 == 0)
-            else:
-                cond = (p2 * p4 * p8 == 0) & (p2 * p6 * p8 == 0)
-            remove = (centre == 1) & (count >= 2) & (count <= 6) & (transitions == 1) & cond
-            if remove.any():
-                centre[remove] = 0
-                changed = True
-        if not changed:
-            return img[1:-1, 1:-1].astype(bool)
+    flat = img.ravel()
+    offsets = _offsets(img.shape[1])
+    foreground = np.flatnonzero(flat)
+    candidates = foreground[(flat[foreground[:, None] + offsets] == 0).any(axis=1)]
+    marked = np.zeros(flat.size, dtype=bool)
+    step, idle = 0, 0
+    while idle < 2 and candidates.size:
+        p = flat[candidates[:, None] + offsets].astype(np.int8)  # (n, 8): P2..P9
+        count = p.sum(axis=1)
+        transitions = ((p == 0) & (np.roll(p, -1, axis=1) == 1)).sum(axis=1)
+        p2, p4, p6, p8 = p[:, 0], p[:, 2], p[:, 4], p[:, 6]
+        if step == 0:
+            cond = (p2 * p4 * p6 == 0) & (p4 * p6 * p8 == 0)
+        else:
+            cond = (p2 * p4 * p8 == 0) & (p2 * p6 * p8 == 0)
+        remove = (count >= 2) & (count <= 6) & (transitions == 1) & cond
+        removed = candidates[remove]
+        flat[removed] = 0
+        idle = idle + 1 if removed.size == 0 else 0
+        marked[candidates[~remove & (count < 8)]] = True  # interior pixels wait for a neighbour to go
+        marked[(removed[:, None] + offsets).ravel()] = True
+        marked &= flat.astype(bool)
+        candidates = np.flatnonzero(marked)
+        marked[candidates] = False
+        step ^= 1
+    return img[1:-1, 1:-1].astype(bool)
 
 
 def mean_width(mask: np.ndarray, region: np.ndarray | None = None) -> float:
