@@ -9,7 +9,7 @@ import pytest
 
 from segment_fakes import DarkIsVessel
 from vesselcli import pipeline
-from vesselcli.calibre import MAX_CHANGE, REFERENCE_WIDTH, calibre_factor, edge_width
+from vesselcli.calibre import MAX_CHANGE, MIN_FACTOR, REFERENCE_WIDTH, WIDTH_BAND, calibre_factor, edge_width, first_factor, next_factor
 from vesselcli.config import SegmentConfig
 from vesselcli.imageio import read_grey
 
@@ -32,14 +32,26 @@ def test_edge_width_of_an_empty_mask_is_zero() -> None:
 
 
 def test_calibre_factor_brings_the_width_to_the_reference_within_the_limits() -> None:
-    thick = ribbons(round(2 * REFERENCE_WIDTH))
-    width = edge_width(thick)
-    assert calibre_factor(thick, 1.0) == pytest.approx(REFERENCE_WIDTH / width)  # about 0.5: shrink
-    assert calibre_factor(thick, 0.2) == pytest.approx(0.2 * REFERENCE_WIDTH / width)  # scales with the look's factor
-    assert calibre_factor(ribbons(1), 0.2) == pytest.approx(0.2 * REFERENCE_WIDTH / edge_width(ribbons(1)))  # thin: look closer
-    assert calibre_factor(ribbons(1), 0.2) > 0.5
-    assert calibre_factor(ribbons(40), 1.0) == pytest.approx(1.0 / MAX_CHANGE)  # never beyond the limit
+    four = ribbons(4)
+    assert calibre_factor(four, 1.0) == pytest.approx(REFERENCE_WIDTH / edge_width(four))  # about 0.7: shrink
+    assert calibre_factor(ribbons(1), 0.6) == pytest.approx(0.6 * REFERENCE_WIDTH / edge_width(ribbons(1)))  # thin: enlarge
+    assert calibre_factor(ribbons(12), 1.0) == MIN_FACTOR  # never shrunk more than 1 / MIN_FACTOR
+    assert calibre_factor(ribbons(1), 1.0, reference=10.0) == pytest.approx(MAX_CHANGE)  # never beyond the limit
     assert calibre_factor(np.zeros((10, 10), bool), 0.7) == 0.7  # nothing found: keep the scale
+
+
+def test_next_factor_keeps_widths_inside_the_band_and_rescales_the_others() -> None:
+    assert WIDTH_BAND[0] <= REFERENCE_WIDTH <= WIDTH_BAND[1]
+    assert next_factor(ribbons(3), 1.0) is None
+    assert next_factor(np.zeros((10, 10), bool), 1.0) is None
+    assert next_factor(ribbons(5), 1.0) == pytest.approx(REFERENCE_WIDTH / edge_width(ribbons(5)))  # about 0.58
+    assert next_factor(ribbons(1), 0.8) == pytest.approx(0.8 * REFERENCE_WIDTH / edge_width(ribbons(1)))
+
+
+def test_first_factor_floors_the_shrink_and_only_checks_unfloored_looks() -> None:
+    assert first_factor(0.166) == (MIN_FACTOR, False)  # a 3504x2336 photograph: run at 0.5, no check
+    assert first_factor(0.59) == (0.59, True)
+    assert first_factor(1.8) == (1.8, True)
 
 
 def _stripes(height: int, width: int, stripe: int) -> np.ndarray:
@@ -75,21 +87,21 @@ def test_segment_with_the_calibre_rule_looks_first_then_runs_at_the_vessels_scal
     assert agreement > 0.85  # the same stripes, found at about a third of the scale
 
 
-def test_segment_with_the_calibre_rule_keeps_the_scale_when_vessels_already_fit(tmp_path: Path) -> None:
+def test_segment_with_the_calibre_rule_keeps_the_first_look_when_vessels_already_fit(tmp_path: Path) -> None:
     from PIL import Image
 
     src = tmp_path / "in"
     src.mkdir()
-    Image.fromarray(_stripes(120, 120, 3)).save(src / "fine.png")  # 3 px vessels: about the reference
-    engine = DarkIsVessel(fov_diameter=108.0)
-    cfg = SegmentConfig(inputs=(src,), out=tmp_path / "out", tile_size=64, tile_overlap=16, batch_size=1, scale_rule="calibre")
-    fov_only = DarkIsVessel(fov_diameter=108.0)
-    cfg_fov = SegmentConfig(inputs=(src,), out=tmp_path / "fov", tile_size=64, tile_overlap=16, batch_size=1)
-    pipeline.run(cfg, pipeline.plan(cfg), engine)
-    pipeline.run(cfg_fov, pipeline.plan(cfg_fov), fov_only)
-    assert len(engine.batches) == 2 * len(fov_only.batches)  # the first look, and the same pass again
-    with open(cfg.out / "results.csv", newline="") as handle:
-        assert [r["status"] for r in csv.DictReader(handle)] == ["ok"]
+    Image.fromarray(_stripes(120, 120, 3)).save(src / "fine.png")  # 3 px vessels: inside the band
+    masks = {}
+    for rule in ("fov", "calibre"):
+        engine = DarkIsVessel(fov_diameter=108.0)
+        cfg = SegmentConfig(inputs=(src,), out=tmp_path / rule, tile_size=64, tile_overlap=16, batch_size=1, scale_rule=rule)
+        report = pipeline.run(cfg, pipeline.plan(cfg), engine)
+        assert (report.done, report.failed) == (1, 0)
+        masks[rule] = (len(engine.batches), read_grey(cfg.out / "masks" / "fine.png"))
+    assert masks["calibre"][0] == masks["fov"][0]  # no second pass: DRIVE-sized images get no slower
+    assert np.array_equal(masks["calibre"][1], masks["fov"][1])
 
 
 def test_an_unknown_scale_rule_is_refused(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from vesselcli.preprocess import Preprocessing, network_input, resize_image, res
 
 from .data import Sample, load_samples, split_validation
 from .width import mean_width
-from vesselcli.calibre import edge_width, next_factor
+from vesselcli.calibre import edge_width, first_factor, next_factor
 
 CROP_FRACTION = 0.6  # crop side / FOV diameter: a centred square this size lies inside the disc
 
@@ -85,21 +85,16 @@ def model_scale_probability(model: torch.nn.Module, sample: Sample, pre: Preproc
     return torch.sigmoid(model(t).float())[0, 0, : shape[0], : shape[1]].numpy(), small_fov
 
 
-def calibre_scale(model: torch.nn.Module, sample: Sample, pre: Preprocessing, threshold: float, looks: int) -> tuple[float, float]:
-    """(factor chosen by the calibre rule after ``looks`` first looks, model-scale mask width
-    at the FOV rule's factor), as ``segment --scale-rule calibre`` chooses it."""
-    factor = scale_factor(sample.fov, pre)
-    first_width = 0.0
-    for look in range(looks):
-        prob, fov = model_scale_probability(model, sample, pre, factor)
-        mask = (prob >= threshold) & fov
-        if look == 0:
-            first_width = edge_width(mask)
-        again = next_factor(mask, factor, pre.scale_tolerance)
-        if again is None:
-            break
-        factor = again
-    return factor, first_width
+def calibre_scale(model: torch.nn.Module, sample: Sample, pre: Preprocessing, threshold: float) -> tuple[float, float]:
+    """(factor the calibre rule picks, as ``segment --scale-rule calibre`` does; the mask width
+    at the model's scale of the first look, 0.0 when there is none)."""
+    factor, look = first_factor(scale_factor(sample.fov, pre))
+    if not look:
+        return factor, 0.0
+    prob, fov = model_scale_probability(model, sample, pre, factor)
+    mask = (prob >= threshold) & fov
+    again = next_factor(mask, factor)
+    return (factor if again is None else again), edge_width(mask)
 
 
 def probability_at(model: torch.nn.Module, sample: Sample, pre: Preprocessing, factor: float) -> np.ndarray:
@@ -133,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint")
     parser.add_argument("--data", default="../shared/data")
     parser.add_argument("--multiples", type=float, nargs="*", default=[0.75, 1.0, 1.5, 2.0, 3.0])
-    parser.add_argument("--looks", type=int, nargs="*", default=[1, 2], help="calibre rule with this many first looks")
+    parser.add_argument("--calibre", action="store_true", help="also the calibre rule (segment --scale-rule calibre)")
     parser.add_argument("--threshold", type=float, default=None, help="default: the checkpoint's")
     parser.add_argument("--groups", nargs="+", default=None, help="only these sets (e.g. HRF 'HRF crops')")
+    parser.add_argument("--only", nargs="*", default=None, help="only these scale labels (e.g. calibre)")
     parser.add_argument("--reference", action="store_true", help="only print the model's mask width on DRIVE validation at the FOV rule (vesselcli.calibre.REFERENCE_WIDTH)")
     parser.add_argument("--json", default="", help="also write every image's figures to this file")
     args = parser.parse_args(argv)
@@ -154,11 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         truth_width = mean_width(s.vessels, s.fov)
         scales = {f"x{m:g}": case.camera_factor * m for m in args.multiples}
         scales["rule"] = scale_factor(s.fov, pre)
-        for looks in args.looks:
-            scales[f"cal{looks}"], first_width = calibre_scale(model, s, pre, threshold, looks)
-        if args.looks:
-            print(f"{s.name:28s} model-scale mask width at the FOV rule: {first_width:.3f} px", flush=True)
+        if args.calibre:
+            scales["calibre"], first_width = calibre_scale(model, s, pre, threshold)
+            print(f"{s.name:28s} mask width of the first look at model scale: {first_width:.3f} px (0: none)", flush=True)
         for label, factor in scales.items():
+            if args.only and label not in args.only:
+                continue
             start = time.perf_counter()
             prob = probability_at(model, s, pre, factor)
             row = {"group": case.group, "image": s.name, "scale": label, "factor": factor, **score(s, prob, threshold, truth_width)}

@@ -264,14 +264,14 @@ class _Run:
                     break
                 started = time.perf_counter()
                 try:
-                    job = load(item, self.plan.partners[item.path], pre, self.config.max_pixels)
+                    job = load(item, self.plan.partners[item.path], pre, self.config.max_pixels, self.config.scale_rule)
                 except StageError as exc:
                     self._record(error_result(item, str(exc), started))
                     continue
                 except Exception as exc:  # noqa: BLE001 - one image must not stop the run
                     self._record(error_result(item, _one_line(exc), started))
                     continue
-                if not self.config.overlays and self.config.scale_rule == "fov":
+                if not self.config.overlays and not job.first_look:
                     job.rgb = None  # only the overlay needs the photograph: keep memory low
                 self.prepared.put(job)
         finally:
@@ -287,21 +287,19 @@ class _Run:
             if self.stop.is_set():
                 continue  # dropped unwritten: the next run does it
             network_input, job.network_input = job.network_input, None
-            if self.config.scale_rule == "calibre":
+            if job.first_look:
                 try:
-                    network_input = self._rescaled(job, network_input)
+                    first_look = sliding_window(network_input, self._predict, self.spec)[0]
+                    network_input = rescale(job, first_look, self.engine.info.preprocessing, self.threshold)
                 except Exception as exc:  # noqa: BLE001 - one image must not stop the run
                     self._record(error_result(job.item, f"inference failed: {_one_line(exc)}", job.started))
                     continue
+                if not self.config.overlays:
+                    job.rgb = None
+                if network_input is None:  # the first look is the answer
+                    self.predicted.put((job, first_look))
+                    continue
             yield job, network_input
-
-    def _rescaled(self, job: Job, network_input: np.ndarray) -> np.ndarray:
-        """The calibre rule's input: a first look at the FOV rule's scale decides the scale."""
-        first_look = sliding_window(network_input, self._predict, self.spec)[0]
-        again = rescale(job, first_look, self.engine.info.preprocessing, self.threshold)
-        if not self.config.overlays:
-            job.rgb = None
-        return network_input if again is None else again
 
     def _batcher(self) -> None:
         try:

@@ -2,8 +2,8 @@
 
 1. ``load``: read the image (EXIF orientation applied), its annotation and FOV mask if any,
    detect the FOV otherwise, and ``prepare`` the network input at the model's scale.
-1b. ``rescale`` (``--scale-rule calibre`` only): from a first look through the engine at the
-   FOV rule's scale, the scale that gives the vessels the model's own calibre; a new input.
+1b. ``rescale`` (``--scale-rule calibre`` only): when the vessels of a first look through the
+   engine are wider than the model draws them, a new input at the scale that fixes that.
 2. (the pipeline tiles the input through the engine: a probability map at model scale)
 3. ``finish``: bring the probability back to the image's size, threshold it, keep it inside
    the FOV and measure it (inside the FOV) against the annotation.
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
-from .calibre import next_factor
+from .calibre import first_factor, next_factor
 from .discover import Item, OutputPaths
 from .fov import detect_fov
 from .imageio import ImageReadError, encode_jpeg, encode_png, read_image, read_mask, write_atomic
@@ -53,6 +53,7 @@ class Job:
     probability: np.ndarray | None = None
     factor: float = 1.0
     model_fov: np.ndarray | None = None
+    first_look: bool = False  # the calibre rule checks the vessels found at ``factor``
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,9 @@ def _read_partner(path: Path, shape: tuple[int, int], what: str, max_pixels: int
     return mask
 
 
-def load(item: Item, partners: Partners, pre: Preprocessing, max_pixels: int) -> Job:
-    """Read and prepare one image; ``StageError`` when it cannot be."""
+def load(item: Item, partners: Partners, pre: Preprocessing, max_pixels: int, scale_rule: str = "fov") -> Job:
+    """Read and prepare one image at the scale ``scale_rule`` starts from; ``StageError`` when it
+    cannot be. With "calibre", ``job.first_look`` says whether that scale is to be checked."""
     started = time.perf_counter()
     if partners.error:
         raise StageError(partners.error)
@@ -93,25 +95,26 @@ def load(item: Item, partners: Partners, pre: Preprocessing, max_pixels: int) ->
     shape = rgb.shape[:2]
     truth = _read_partner(partners.truth, shape, "annotation", max_pixels) if partners.truth else None
     fov = _read_partner(partners.fov, shape, "FOV mask", max_pixels) if partners.fov else detect_fov(rgb)
-    factor = scale_factor(fov, pre)
+    factor, look = scale_factor(fov, pre), False
+    if scale_rule == "calibre":
+        factor, look = first_factor(factor)
     network_input, model_fov = prepare_at(rgb, fov, pre, factor)
     if not network_input.any():
         # One flat value everywhere (a black frame, a failed capture): the network would see an
         # all-zero input, on which it calls almost everything a vessel.
         raise StageError(f"the image is blank (one flat {pre.channel} level inside its field of view); "
                          "there is nothing to segment: check the capture")
-    return Job(item, started, rgb, fov, truth, network_input, factor=factor, model_fov=model_fov)
+    return Job(item, started, rgb, fov, truth, network_input, factor=factor, model_fov=model_fov, first_look=look)
 
 
 def rescale(job: Job, first_look: np.ndarray, pre: Preprocessing, threshold: float) -> np.ndarray | None:
-    """The calibre rule: the network input at the scale that gives the vessels the model's calibre.
+    """The calibre rule's check: the network input at the scale that gives the vessels the
+    model's calibre, or None when the first look is the answer (``calibre.next_factor``).
 
-    ``first_look``: ``(h, w) float32`` probability of ``job.network_input`` (at ``job.factor``).
-    Returns the new ``(1, h', w') float32`` input and updates ``job.factor``/``job.model_fov``;
-    None when the new scale is within ``pre.scale_tolerance`` of the first (nothing to redo).
-    ``job.rgb`` must still be there.
+    ``first_look``: ``(h, w) float32`` probability of the job's input at ``job.factor``.
+    Updates ``job.factor`` and ``job.model_fov`` when it rescales; ``job.rgb`` must still be there.
     """
-    factor = next_factor((first_look >= threshold) & job.model_fov, job.factor, pre.scale_tolerance)
+    factor = next_factor((first_look >= threshold) & job.model_fov, job.factor)
     if factor is None:
         return None
     network_input, job.model_fov = prepare_at(job.rgb, job.fov, pre, factor)
