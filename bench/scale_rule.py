@@ -33,7 +33,7 @@ RULES = ("fov", "calibre")
 def wall(folder: Path, rule: str, scratch: Path) -> float:
     out = scratch / f"out-{rule}-{folder.name}"
     shutil.rmtree(out, ignore_errors=True)
-    command = ["-m", "vesselcli", "segment", str(folder), "--out", str(out), "--no-overlays", "-q", "--scale-rule", rule]
+    command = [sys.executable, "-m", "vesselcli", "segment", str(folder), "--out", str(out), "--no-overlays", "-q", "--scale-rule", rule]
     return run_once(command, env={**os.environ}).wall_s
 
 
