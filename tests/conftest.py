@@ -40,7 +40,7 @@ def fake_engine(monkeypatch):
     from segment_fakes import DarkIsVessel
 
     engine = DarkIsVessel()
-    monkeypatch.setattr(vesselcli.engines, "open_engine", lambda model, kind, device: engine)
+    monkeypatch.setattr(vesselcli.engines, "choose_engine", lambda model, kind, device: vesselcli.engines.Selection(engine))
     return engine
 
 
@@ -57,3 +57,8 @@ def chase_root() -> Path:
 @pytest.fixture(scope="session")
 def drive512_root() -> Path:
     return _dataset("DRIVE-512")
+
+
+@pytest.fixture(scope="session")
+def hrf_root() -> Path:
+    return _dataset("HRF")

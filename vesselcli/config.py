@@ -4,6 +4,7 @@ No module reads options from anywhere else (no globals, no environment, no hidde
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +31,9 @@ class SegmentConfig:
     the annotation of an image directly, e.g. ``{stem}_manual1``). ``threshold``: None means
     the model's own. ``workers``: reader threads and writer threads (each). ``max_pixels``:
     images decoding to more pixels are refused before decoding. ``scale_rule``: "fov" (scale
-    by the FOV diameter) or "calibre" (then rescale so the vessels found at that scale have
-    the model's calibre; ``vesselcli.calibre``).
+    by the FOV diameter) or "calibre" (``vesselcli.calibre``: never shrink more than 2x, and
+    rescale by the vessels' width where a first look finds them too wide). ``pixel_size_um``:
+    micrometres per pixel, for the morphology figures in mm and um (None: left empty).
     """
 
     inputs: tuple[Path, ...]
@@ -50,6 +52,7 @@ class SegmentConfig:
     overwrite: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
     scale_rule: str = "fov"
+    pixel_size_um: float | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -58,6 +61,8 @@ class SegmentConfig:
             raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {self.threshold}")
         if self.scale_rule not in SCALE_RULES:
             raise ValueError(f"scale_rule must be one of {', '.join(SCALE_RULES)}, got {self.scale_rule!r}")
+        if self.pixel_size_um is not None and not (math.isfinite(self.pixel_size_um) and self.pixel_size_um > 0):
+            raise ValueError(f"pixel_size_um must be a positive number of micrometres, got {self.pixel_size_um}")
         if self.max_pixels < 1:
             raise ValueError(f"max_pixels must be positive, got {self.max_pixels}")
         self.tile_spec(1)  # validates size, overlap and batch

@@ -32,7 +32,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .config import SegmentConfig
-from .discover import Item, OutputPaths, assign_names, discover, walk_images
+from .discover import Item, OutputPaths, assign_names, discover, linked_outputs, walk_images
 from .engines.base import Engine, sigmoid
 from .imageio import IMAGE_EXTENSIONS
 from .lock import OutputLock
@@ -99,7 +99,8 @@ def _pair(images: list[Path], folder: Path | None, pattern: str | None) -> tuple
 
 
 def _is_done(item: Item, ok_names: set[str], paths: OutputPaths) -> bool:
-    return item.name in ok_names and paths.mask(item.key).is_file()
+    mask = paths.mask(item.key)
+    return item.name in ok_names and mask.is_file() and not mask.is_symlink()
 
 
 def _remove_stale_temporaries(out: Path) -> None:
@@ -134,7 +135,8 @@ def run(
 ) -> Report:
     """Segment the planned images into ``config.out``; returns the run's ``Report``.
 
-    Raises ``LockedError`` when another run holds the output folder, ``SettingsMismatchError``
+    Raises ``LinkedOutputError`` when a symbolic link sits where an output of OUT goes,
+    ``LockedError`` when another run holds the output folder, ``SettingsMismatchError``
     when OUT holds outputs made with other settings (and not ``overwrite``),
     ``CsvMismatchError`` when an existing results.csv has other columns, ``OSError`` when the
     output folder cannot be created. ``on_start`` sees the report once the images to skip are
@@ -144,6 +146,7 @@ def run(
     stop = stop or threading.Event()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    linked_outputs(out)  # before the lock: its file is one of them
     paths = OutputPaths(out)
     with OutputLock(paths.lock):
         _remove_stale_temporaries(out)
@@ -193,6 +196,7 @@ def run_settings(config: SegmentConfig, engine: Engine) -> dict[str, object]:
         overlays=config.overlays,
         probabilities=config.save_probabilities,
         scale_rule=config.scale_rule,
+        pixel_size_um=config.pixel_size_um,
     )
 
 
@@ -333,8 +337,8 @@ class _Run:
     def _write_one(self, job: Job, probability: np.ndarray) -> None:
         """Finish, write and record one image; a full or read-only disk stops the run."""
         try:
-            mask, result = finish(job, probability, self.threshold)
-            write(job, mask, self.paths, self.config.overlays, self.config.save_probabilities)
+            mask, result = finish(job, probability, self.threshold, self.config.pixel_size_um)
+            write(job, mask, self.paths, self.config.overlays, self.config.save_probabilities, self.threshold)
         except OSError as exc:
             if exc.errno in FATAL_ERRNOS:
                 fix = "make it writable" if exc.errno == errno.EROFS else "free space"
@@ -343,6 +347,8 @@ class _Run:
                 return
             where = f" ({exc.filename})" if exc.filename else ""
             result = error_result(job.item, f"cannot write outputs: {exc.strerror or exc}{where}", job.started)
+        except StageError as exc:
+            result = error_result(job.item, str(exc), job.started)
         except Exception as exc:  # noqa: BLE001 - one image must not stop the run
             result = error_result(job.item, _one_line(exc), job.started)
         else:

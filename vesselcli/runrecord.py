@@ -67,6 +67,7 @@ def output_settings(
     overlays: bool,
     probabilities: bool,
     scale_rule: str = "fov",
+    pixel_size_um: float | None = None,
 ) -> dict[str, Any]:
     """The flat ``settings`` dict (JSON types only) of a run with these choices.
 
@@ -74,7 +75,8 @@ def output_settings(
     ``tile_size`` / ``tile_overlap`` are the ones used (after rounding to the model's multiple);
     ``fov_diameter`` is the model's scale (the FOV diameter in pixels it brings images to);
     ``scale_rule``: "fov" or "calibre" (``segment --scale-rule``);
-    folders are absolute paths, so the same folder named from another working directory is equal.
+    folders are absolute paths, so the same folder named from another working directory is equal;
+    ``pixel_size_um`` (``--pixel-size``) fills the mm and um morphology columns.
     """
     return {
         "model": None if model is None else os.path.abspath(model),
@@ -92,6 +94,7 @@ def output_settings(
         "masks": True,
         "overlays": bool(overlays),
         "probabilities": bool(probabilities),
+        "pixel_size_um": None if pixel_size_um is None else float(pixel_size_um),
     }
 
 

@@ -29,6 +29,7 @@ from rich.text import Text
 
 from .. import pipeline
 from ..config import DEFAULT_BATCH_SIZE, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, DEFAULT_WORKERS, SCALE_RULES, SegmentConfig
+from ..discover import LinkedOutputError
 from ..engines.errors import ModelError
 from ..engines.select import ENGINES
 from ..imageio import DEFAULT_MAX_PIXELS
@@ -138,11 +139,13 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
               help="Redo every image with these settings (default: skip those already done; other settings are refused).")
 @click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
               help="Refuse images larger than this many pixels before decoding them.")
+@click.option("--pixel-size", "pixel_size_um", type=click.FloatRange(0.0, 1e6, min_open=True), metavar="UM",
+              help="Micrometres per pixel: adds vessel_length_mm and mean_width_um to results.csv.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary; errors still go to stderr.")
 def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: Path | None, gt_pattern: str | None,
             model: Path | None, engine: str, device: str, threshold: float | None, workers: int, batch_size: int,
             tile_size: int, tile_overlap: int, tta: bool, save_probabilities: bool, no_overlays: bool,
-            overwrite: bool, max_pixels: int, scale_rule: str, quiet: bool) -> None:
+            overwrite: bool, max_pixels: int, pixel_size_um: float | None, scale_rule: str, quiet: bool) -> None:
     """Segment the vessels of every image in INPUT... (files and folders, searched recursively).
 
     Writes OUT/masks/<name>.png (0/255, the image's own size), OUT/overlays/<name>.jpg and
@@ -159,6 +162,7 @@ def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: P
         workers=workers, batch_size=batch_size, tile_size=tile_size, tile_overlap=tile_overlap, tta=tta,
         save_probabilities=save_probabilities, overlays=not no_overlays, overwrite=overwrite, max_pixels=max_pixels,
         scale_rule=scale_rule,
+        pixel_size_um=pixel_size_um,
     )
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     options = _plain(click.get_current_context().params)
@@ -189,11 +193,14 @@ def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str
     except pipeline.NoImagesError as exc:
         raise click.UsageError(str(exc)) from None
     try:
-        from ..engines import open_engine
+        from ..engines import choose_engine
 
-        the_engine = open_engine(model, engine, device)
+        selection = choose_engine(model, engine, device)
     except ModelError as exc:
         raise click.UsageError(f"cannot use the model: {exc}") from None
+    the_engine = selection.engine
+    for line in selection.fallbacks():  # a GPU that failed to start: say so, even with --quiet
+        err.print(f"warning: {line}", markup=False)
     try:
         try:
             config.tile_spec(the_engine.info.tile_multiple, the_engine.info.fixed_tile)
@@ -202,6 +209,7 @@ def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str
         report, seconds = _run(config, the_plan, the_engine, err, quiet, options)
     finally:
         the_engine.close()
+    _write_report(config.out, err, quiet)
     if not quiet:
         _print_summary(report, config, seconds)
     _print_ending(report, err)
@@ -255,13 +263,24 @@ def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, q
                                   options=options)
         except LockedError as exc:
             raise Refused(str(exc)) from None
-        except (CsvMismatchError, SettingsMismatchError) as exc:
+        except (CsvMismatchError, SettingsMismatchError, LinkedOutputError) as exc:
             raise Refused(str(exc)) from None
         except OSError as exc:
             raise Refused(f"cannot write into {config.out}: {exc.strerror or exc}; choose a writable --out") from None
     if received:
         report.interrupted_by = received[0]
     return report, time.perf_counter() - started
+
+
+def _write_report(out: Path, err: Console, quiet: bool) -> None:
+    """OUT/report.html for the run so far; a page that cannot be built is a warning, not a failure."""
+    from ..analysis.html_report import ReportError, build_report
+
+    try:
+        build_report(out)
+    except (ReportError, OSError, ValueError) as exc:
+        err.print(f"warning: the report could not be written: {exc}; `vesselseg report {out}` retries",
+                  markup=False)
 
 
 def _fmt(value: float | None) -> str:
