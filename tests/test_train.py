@@ -363,3 +363,14 @@ def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_images() -> 
     # the normal approximation: 1.96 standard errors each side, within 20%
     assert hi_many - lo_many == pytest.approx(2 * 1.96 * many.std() / np.sqrt(many.size), rel=0.2)
     assert bootstrap_interval([0.7, 0.7, 0.7]) == (pytest.approx(0.7), pytest.approx(0.7))
+
+
+@pytest.mark.data
+def test_hrf_training_split_is_found_with_full_resolution_annotations(hrf_root: Path) -> None:
+    from vesselcli.imageio import read_mask
+
+    triples = find_training_files(hrf_root)
+    assert len(triples) == 15
+    assert {t[0].stem.split("_")[1] for t in triples} == {"h", "dr", "g"}
+    assert all(t[1].stem == t[0].stem and t[2].stem == t[0].stem + "_mask" for t in triples)
+    assert read_mask(triples[0][1]).shape == (2336, 3504)
