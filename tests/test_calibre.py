@@ -1,7 +1,6 @@
 """The calibre scale rule: vessel width from a mask, the factor it picks, and ``segment`` with it."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np

@@ -28,13 +28,13 @@ import numpy as np
 import torch
 
 from vesselcli import metrics
+from vesselcli.calibre import edge_width, first_factor, next_factor
 from vesselcli.checkpoint import load_model, preprocessing_of
 from vesselcli.fov import detect_fov, fov_diameter
 from vesselcli.preprocess import Preprocessing, network_input, resize_image, resize_mask, scale_factor, scaled_shape
 
 from .data import Sample, load_samples, split_validation
 from .width import mean_width
-from vesselcli.calibre import edge_width, first_factor, next_factor
 
 CROP_FRACTION = 0.6  # crop side / FOV diameter: a centred square this size lies inside the disc
 
