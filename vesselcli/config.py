@@ -30,10 +30,13 @@ class SegmentConfig:
     folders of annotations / FOV masks paired by ``vesselcli.pairing`` (``gt_pattern`` names
     the annotation of an image directly, e.g. ``{stem}_manual1``). ``threshold``: None means
     the model's own. ``workers``: reader threads and writer threads (each). ``max_pixels``:
-    images decoding to more pixels are refused before decoding. ``scale_rule``: "fov" (scale
-    by the FOV diameter) or "calibre" (``vesselcli.calibre``: never shrink more than 2x, and
-    rescale by the vessels' width where a first look finds them too wide). ``pixel_size_um``:
-    micrometres per pixel, for the morphology figures in mm and um (None: left empty).
+    images decoding to more pixels are refused before decoding. ``pixel_size_um``:
+    micrometres per pixel, for the morphology figures in mm and um (None: left empty, or
+    taken per image from a DICOM input's Pixel Spacing). ``dicom_seg``: also write a DICOM
+    Segmentation per DICOM input; ``keep_identifiers``: also write the DICOM inputs' patient
+    identifiers to ``identifiers.csv`` (otherwise none is written anywhere in OUT).
+    ``scale_rule``: "fov" (scale by the FOV diameter) or "calibre" (``vesselcli.calibre``: never
+    shrink more than 2x, and rescale by the vessels' width where a first look finds them too wide).
     """
 
     inputs: tuple[Path, ...]
@@ -51,6 +54,8 @@ class SegmentConfig:
     overlays: bool = True
     overwrite: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
+    dicom_seg: bool = False
+    keep_identifiers: bool = False
     scale_rule: str = "fov"
     pixel_size_um: float | None = None
 

@@ -13,6 +13,11 @@ Setting ``stop`` (the CLI does on SIGINT/SIGTERM) stops taking new images: image
 the engine finish and are written, images read but not yet tiled are dropped unwritten, and
 the CSV stays whole. A full or read-only disk stops the run the same way (``Report.fatal``).
 
+DICOM inputs: objects that are not photographs are left out at planning (one warning line
+each, ``Plan.skipped``); a multi-frame object is one image per frame. With
+``keep_identifiers`` their patient identifiers go to ``identifiers.csv`` (one row per image
+done), and nowhere else; without it they are written nowhere.
+
 Resuming: an image is skipped when its mask exists and results.csv has an ``ok`` row for it;
 every other row of the images redone is dropped from the CSV first, so no image gets two rows.
 Only a run with the settings recorded in ``OUT/run.json`` resumes (``vesselcli.runrecord``);
@@ -32,9 +37,10 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .config import SegmentConfig
-from .discover import Item, OutputPaths, assign_names, discover, linked_outputs, walk_images
+from .discover import Item, OutputPaths, assign_names, discover, expand_dicom, linked_outputs, walk_images
 from .engines.base import Engine, sigmoid
 from .imageio import IMAGE_EXTENSIONS
+from .io.dicom import DICOM_EXTENSIONS, IDENTIFIER_KEYWORDS
 from .lock import OutputLock
 from .pairing import pair_files
 from .report import ImageResult, Report, ResultsWriter, read_rows
@@ -59,13 +65,17 @@ class Plan:
     partners: dict[Path, Partners]
     unannotated: list[Item]  # images without an annotation although --gt was given
     unlisted: tuple[str, ...] = ()  # input folders that could not be listed (their images are missing)
+    skipped: tuple[str, ...] = ()  # DICOM objects that are not photographs: "<name>: <why>; skipped"
 
 
 def plan(config: SegmentConfig) -> Plan:
     """Find the images and pair them; ``NoImagesError`` when there are none."""
     out = Path(os.path.abspath(config.out))
     unlisted: list[str] = []
-    items = assign_names(discover(list(config.inputs), exclude=Path(os.path.realpath(out)), unlisted=unlisted))
+    sources, skipped = expand_dicom(discover(list(config.inputs), exclude=Path(os.path.realpath(out)), unlisted=unlisted))
+    items = assign_names(sources)
+    if not items and skipped:
+        raise NoImagesError(f"no images found: the only DICOM objects are not photographs ({'; '.join(skipped[:3])})")
     if not items:
         where = ", ".join(str(p) for p in config.inputs)
         inside = [p for p in config.inputs if Path(os.path.realpath(p)).is_relative_to(os.path.realpath(out))]
@@ -77,8 +87,9 @@ def plan(config: SegmentConfig) -> Plan:
         if unlisted:
             raise NoImagesError(f"no images found: {'; '.join(unlisted)}; check the folder's permissions")
         raise NoImagesError(
-            f"no images found in {where} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))} files, "
-            "any case, in sub-folders too, hidden names skipped); check the path"
+            f"no images found in {where} (looked for {', '.join(sorted(IMAGE_EXTENSIONS | DICOM_EXTENSIONS))} "
+            "files, any case, and DICOM files without an extension, in sub-folders too, hidden names "
+            "skipped); check the path"
         )
     paths = [item.path for item in items]
     truths, truth_errors = _pair(paths, config.gt_dir, config.gt_pattern)
@@ -88,7 +99,7 @@ def plan(config: SegmentConfig) -> Plan:
         for p in paths
     }
     unannotated = [i for i in items if config.gt_dir and i.path not in truths and i.path not in truth_errors]
-    return Plan(items, partners, unannotated, tuple(unlisted))
+    return Plan(items, partners, unannotated, tuple(unlisted), tuple(skipped))
 
 
 def _pair(images: list[Path], folder: Path | None, pattern: str | None) -> tuple[dict[Path, Path], dict[Path, str]]:
@@ -98,7 +109,24 @@ def _pair(images: list[Path], folder: Path | None, pattern: str | None) -> tuple
     return pairs, errors
 
 
-def _is_done(item: Item, ok_names: set[str], paths: OutputPaths) -> bool:
+#: ``identifiers.csv`` (``--keep-identifiers``): the one file of OUT holding patient identifiers.
+IDENTIFIER_COLUMNS = ("image", "patient_name", "patient_id", "patient_birth_date", "accession_number",
+                      "study_instance_uid", "series_instance_uid", "sop_instance_uid", "frame")
+
+
+def _identifier_cells(job: Job) -> dict[str, str]:
+    ids = job.identifiers or {}
+    names = dict(zip(IDENTIFIER_KEYWORDS, IDENTIFIER_COLUMNS[1:5]))
+    cells = {column: ids.get(keyword, "") for keyword, column in names.items()}
+    cells.update(image=job.item.name, study_instance_uid=ids.get("StudyInstanceUID", ""),
+                 series_instance_uid=ids.get("SeriesInstanceUID", ""), sop_instance_uid=ids.get("SOPInstanceUID", ""),
+                 frame="" if job.item.frame is None else str(job.item.frame + 1))
+    return cells
+
+
+def _is_done(item: Item, ok_names: set[str], paths: OutputPaths, dicom_seg: bool = False) -> bool:
+    if dicom_seg and item.frame is not None and not paths.dicom_seg(item.key).is_file():
+        return False
     mask = paths.mask(item.key)
     return item.name in ok_names and mask.is_file() and not mask.is_symlink()
 
@@ -106,7 +134,7 @@ def _is_done(item: Item, ok_names: set[str], paths: OutputPaths) -> bool:
 def _remove_stale_temporaries(out: Path) -> None:
     """Delete ``.tmp-*`` files a killed run left (we hold the lock: none is being written)."""
     folders = [(str(out), [], [e.name for e in os.scandir(out) if e.is_file()])]
-    for folder in ("masks", "overlays", "probabilities"):
+    for folder in ("masks", "overlays", "probabilities", "dicom-seg"):
         folders.extend(os.walk(out / folder))
     for root, _, files in folders:
         for name in files:
@@ -155,7 +183,7 @@ def run(
         if not config.overwrite:
             check_settings(out, settings, results_exist=paths.csv.is_file() and paths.csv.stat().st_size > 0)
         ok_names = {r["image"] for r in rows if r.get("status") == "ok"}
-        todo = [i for i in the_plan.items if config.overwrite or not _is_done(i, ok_names, paths)]
+        todo = [i for i in the_plan.items if config.overwrite or not _is_done(i, ok_names, paths, config.dicom_seg)]
         redo = {i.name for i in todo}
         kept = list({r["image"]: r for r in rows if r["image"] not in redo}.values())
         report = Report(total=len(the_plan.items), skipped=len(the_plan.items) - len(todo))
@@ -164,11 +192,18 @@ def run(
         write_run(out, record)  # before any output: whatever is in OUT from now on was made with these
         if on_start is not None:
             on_start(report)
+        identifiers = None
+        if config.keep_identifiers:
+            earlier = [] if config.overwrite else read_rows(paths.identifiers, IDENTIFIER_COLUMNS)
+            identifiers = ResultsWriter(paths.identifiers, [r for r in earlier if r["image"] not in redo],
+                                        IDENTIFIER_COLUMNS)
         writer = ResultsWriter(paths.csv, kept)
         try:
-            _Run(config, the_plan, engine, stop, paths, writer, report, on_result).go(todo)
+            _Run(config, the_plan, engine, stop, paths, writer, report, on_result, identifiers).go(todo)
         finally:
             writer.close()
+            if identifiers is not None:
+                identifiers.close()
             record.update(finished=now(), duration_s=round(time.monotonic() - started, 3),
                           counts={"done": report.done, "failed": report.failed, "skipped": report.skipped})
             try:
@@ -197,13 +232,15 @@ def run_settings(config: SegmentConfig, engine: Engine) -> dict[str, object]:
         probabilities=config.save_probabilities,
         scale_rule=config.scale_rule,
         pixel_size_um=config.pixel_size_um,
+        dicom_seg=config.dicom_seg,
+        identifiers=config.keep_identifiers,
     )
 
 
 class _Run:
     """The threads of one run and what they share."""
 
-    def __init__(self, config, the_plan, engine, stop, paths, writer, report, on_result) -> None:
+    def __init__(self, config, the_plan, engine, stop, paths, writer, report, on_result, identifiers=None) -> None:
         self.config: SegmentConfig = config
         self.plan: Plan = the_plan
         self.engine: Engine = engine
@@ -212,6 +249,7 @@ class _Run:
         self.writer: ResultsWriter = writer
         self.report: Report = report
         self.on_result = on_result
+        self.identifiers: ResultsWriter | None = identifiers  # identifiers.csv, with --keep-identifiers
         self.threshold = config.threshold if config.threshold is not None else float(engine.info.threshold)
         self.spec = config.tile_spec(engine.info.tile_multiple, engine.info.fixed_tile)
         self._predict = _predictor(engine, config.tta)
@@ -337,8 +375,13 @@ class _Run:
     def _write_one(self, job: Job, probability: np.ndarray) -> None:
         """Finish, write and record one image; a full or read-only disk stops the run."""
         try:
-            mask, result = finish(job, probability, self.threshold, self.config.pixel_size_um)
-            write(job, mask, self.paths, self.config.overlays, self.config.save_probabilities, self.threshold)
+            # The image's own pixel size (a DICOM input's Pixel Spacing) first, else --pixel-size.
+            pixel_size = job.pixel_size_um if job.pixel_size_um is not None else self.config.pixel_size_um
+            mask, result = finish(job, probability, self.threshold, pixel_size)
+            write(job, mask, self.paths, self.config.overlays, self.config.save_probabilities, self.threshold,
+                  self.config.dicom_seg)
+            if self.identifiers is not None and job.identifiers is not None:
+                self.identifiers.append_cells(_identifier_cells(job))
         except OSError as exc:
             if exc.errno in FATAL_ERRNOS:
                 fix = "make it writable" if exc.errno == errno.EROFS else "free space"

@@ -130,11 +130,17 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
               help="Refuse images larger than this many pixels before decoding them.")
 @click.option("--pixel-size", "pixel_size_um", type=click.FloatRange(0.0, 1e6, min_open=True), metavar="UM",
               help="Micrometres per pixel: adds vessel_length_mm and mean_width_um to results.csv.")
+@click.option("--dicom-seg", is_flag=True,
+              help="Also write a DICOM Segmentation per DICOM input to OUT/dicom-seg/ (needs vesselseg[dicom]).")
+@click.option("--keep-identifiers", is_flag=True,
+              help="Write DICOM inputs' patient name, ID, birth date and accession number to OUT/identifiers.csv "
+                   "(default: written nowhere in OUT).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary; errors still go to stderr.")
 def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: Path | None, gt_pattern: str | None,
             model: Path | None, engine: str, device: str, threshold: float | None, workers: int, batch_size: int,
             tile_size: int, tile_overlap: int, tta: bool, save_probabilities: bool, no_overlays: bool,
-            overwrite: bool, max_pixels: int, pixel_size_um: float | None, scale_rule: str, quiet: bool) -> None:
+            overwrite: bool, max_pixels: int, pixel_size_um: float | None, dicom_seg: bool,
+            keep_identifiers: bool, scale_rule: str, quiet: bool) -> None:
     """Segment the vessels of every image in INPUT... (files and folders, searched recursively).
 
     Writes OUT/masks/<name>.png (0/255, the image's own size), OUT/overlays/<name>.jpg and
@@ -152,7 +158,15 @@ def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: P
         save_probabilities=save_probabilities, overlays=not no_overlays, overwrite=overwrite, max_pixels=max_pixels,
         scale_rule=scale_rule,
         pixel_size_um=pixel_size_um,
+        dicom_seg=dicom_seg, keep_identifiers=keep_identifiers,
     )
+    if dicom_seg:
+        from ..io.dicom_seg import MissingExtraError, require_highdicom
+
+        try:
+            require_highdicom()
+        except MissingExtraError as exc:
+            raise click.UsageError(str(exc)) from None
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     options = _plain(click.get_current_context().params)
     try:
@@ -213,6 +227,11 @@ def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, q
     """Run the pipeline under a progress bar and the signal handlers; (report, seconds it ran)."""
     for line in the_plan.unlisted:
         err.print(f"warning: {line}; the images in it are not included", markup=False)
+    for line in the_plan.skipped:
+        err.print(f"warning: {line}", markup=False)
+    if config.dicom_seg and not any(i.frame is not None for i in the_plan.items):
+        err.print("warning: --dicom-seg: no input is DICOM, so no DICOM Segmentation is written "
+                  "(a segmentation must reference a DICOM source)", markup=False)
     if the_plan.unannotated:
         names = ", ".join(i.name for i in the_plan.unannotated[:5])
         more = f" and {len(the_plan.unannotated) - 5} more" if len(the_plan.unannotated) > 5 else ""
