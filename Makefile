@@ -17,7 +17,7 @@ OUT    ?= ./masks
 ARGS   ?=
 RUN    ?= runs/default
 
-.PHONY: install install-dev segment test test-fast train train-report engine bench clean
+.PHONY: install install-dev segment test test-fast train train-v2 train-report engine bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ train: $(VENV)/.dev
 	$(PY) -m train --config train/configs/default.toml --data $(DATA)/DRIVE --data $(DATA)/CHASE_DB1 --out $(RUN) $(ARGS)
 	$(PY) -m train --config train/configs/finetune512.toml --init $(RUN)/best.pt --data $(DATA)/DRIVE --data $(DATA)/CHASE_DB1 --out $(RUN)-512 $(ARGS)
 	$(PY) -m train --config train/configs/restart512.toml --init $(RUN)-512/best.pt --data $(DATA)/DRIVE --data $(DATA)/CHASE_DB1 --out $(RUN)-restart $(ARGS)
+
+# Model v2 candidate (issue 15, not shipped): multi-scale fine-tune of the shipped model on
+# DRIVE + CHASE_DB1 + HRF's training split (MODEL_CARD.md, "Model v2"); resume with
+# ARGS="--resume $(RUN)-v2/last.pt".
+train-v2: $(VENV)/.dev
+	$(PY) -m train --config train/configs/multiscale.toml --init vesselcli/models/default.pt --data $(DATA)/DRIVE --data $(DATA)/CHASE_DB1 --data $(DATA)/HRF --out $(RUN)-v2 $(ARGS)
 
 # The report's configuration (64 base channels, depth 4, valid convolutions, BCE, Adam 1e-4, batch 4).
 train-report: $(VENV)/.dev

@@ -105,7 +105,7 @@ def test_generic_layout_pairs_same_stem_masks_and_detects_fov(tmp_path: Path) ->
 
 
 def test_bad_data_root_says_what_layouts_are_expected(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="DRIVE, CHASE_DB1 or generic"):
+    with pytest.raises(ValueError, match="DRIVE, CHASE_DB1, HRF or generic"):
         find_training_files(tmp_path)
 
 
@@ -293,3 +293,106 @@ def test_ema_run_keeps_the_average_and_resumes_both_weights(drive_root: Path, tm
     assert all(torch.equal(shipped["model"][k], second["model"][k]) for k in conv)
     model, _ = load_model(tmp_path / "shipped.pt")
     assert torch.equal(model.state_dict()[conv[0]], second["model"][conv[0]])
+
+
+def _write_hrf_like(root: Path, stems: list[str]) -> None:
+    """An HRF-layout folder: images/NN_x.jpg (or .JPG), manual1/NN_x.tif, mask/NN_x_mask.tif."""
+    for folder in ("images", "manual1", "mask"):
+        (root / folder).mkdir(parents=True)
+    yy, xx = np.mgrid[:48, :64]
+    disc = (yy - 24) ** 2 + (xx - 32) ** 2 < 22**2
+    for stem in stems:
+        rgb = np.zeros((48, 64, 3), np.uint8)
+        rgb[disc] = (190, 100, 50)
+        Image.fromarray(rgb).save(root / "images" / f"{stem}.{'JPG' if stem.endswith('dr') else 'jpg'}")
+        Image.fromarray((disc & (yy % 12 < 2)).astype(np.uint8) * 255).save(root / "manual1" / f"{stem}.tif")
+        Image.fromarray(disc.astype(np.uint8) * 255).save(root / "mask" / f"{stem}_mask.tif")
+
+
+def test_hrf_layout_holds_out_the_fifth_image_of_each_group_and_leaves_the_others_split_alone(tmp_path: Path) -> None:
+    stems = [f"0{i}_{g}" for g in ("h", "dr", "g") for i in (3, 4, 5)]
+    _write_hrf_like(tmp_path / "HRF", stems)
+    triples = find_training_files(tmp_path / "HRF")
+    assert sorted(t[0].stem for t in triples) == sorted(stems)
+    assert all(t[1].name == t[0].stem + ".tif" and t[2].name == t[0].stem + "_mask.tif" for t in triples)
+    hrf = load_samples([tmp_path / "HRF"])
+    other = [s.__class__(f"OTHER/{i}.png", s.rgb, s.vessels, s.fov) for i, s in enumerate(hrf * 2)]
+    alone = split_validation(other, 0.2, seed=0)
+    train, val = split_validation(other + hrf, 0.2, seed=0)
+    assert sorted(s.name for s in val if s.name.startswith("HRF/")) == ["HRF/05_dr.JPG", "HRF/05_g.jpg", "HRF/05_h.jpg"]
+    assert [s.name for s in val if s.name.startswith("OTHER/")] == [s.name for s in alone[1]]
+    assert len(train) + len(val) == len(other) + len(hrf) and not {s.name for s in train} & {s.name for s in val}
+
+
+def test_calibre_range_draws_each_patch_at_a_scale_giving_the_wanted_vessel_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    import train.data as data
+
+    yy, xx = np.mgrid[:400, :400]
+    disc = (yy - 200) ** 2 + (xx - 200) ** 2 < 190**2
+    vessels = disc & (yy % 40 < 8)  # 8 px wide stripes: calibre about 8
+    sample = data.Sample("x/a", np.full((400, 400, 3), 120, np.uint8), vessels, disc)
+    dataset = PatchDataset([sample], Preprocessing(fov_diameter=380), patch=64, samples_per_image=48, seed=1, calibre_range=(1.0, 4.0))
+    assert dataset.calibre[0] == pytest.approx(8.0, rel=0.05)
+    widths = []
+    real_resize = data.resize_image
+    monkeypatch.setattr(data, "resize_image", lambda a, shape: widths.append(shape[1]) or real_resize(a, shape))
+    for i in range(len(dataset)):
+        dataset[i]
+    factors = np.array(widths) / 400
+    calibre = dataset.calibre[0]
+    assert factors.min() >= 1.0 / calibre - 0.01 and factors.max() <= 4.0 / calibre + 0.01
+    assert factors.min() < 1.5 / calibre and factors.max() > 3.0 / calibre  # the whole range is drawn
+    plain = PatchDataset([sample], Preprocessing(fov_diameter=380), patch=64, samples_per_image=48, seed=1)
+    assert all(0.79 <= plain.scale_of(0, np.random.default_rng(i)) <= 1.26 for i in range(20))  # today's jitter
+
+
+def test_calibre_range_is_read_from_a_config_and_checked(tmp_path: Path) -> None:
+    cfg = parse_args(["--config", str(ROOT / "train/configs/multiscale.toml"), "--data", "x"])
+    assert cfg.calibre_range == (1.0, 5.0)
+    assert parse_args(["--data", "x", "--calibre-range", "2", "3"]).calibre_range == (2.0, 3.0)
+    with pytest.raises(SystemExit):
+        parse_args(["--data", "x", "--calibre-range", "3", "2"])
+
+
+def test_mean_width_is_area_over_skeleton_length_on_shapes_of_known_width() -> None:
+    from train.width import mean_width, skeleton
+
+    for width in (1, 3, 6, 11):
+        mask = np.zeros((80, 400), bool)
+        mask[30 : 30 + width, 20:380] = True
+        assert mean_width(mask) == pytest.approx(width, rel=0.06)
+        assert np.count_nonzero(skeleton(mask)) == pytest.approx(360, rel=0.06)
+    ring = np.zeros((200, 200), np.uint8)
+    import cv2
+
+    cv2.circle(ring, (100, 100), 70, 1, 5)  # a closed ring keeps its skeleton: no end to erode
+    assert mean_width(ring.astype(bool)) == pytest.approx(ring.sum() / (2 * np.pi * 70), rel=0.1)  # area / centre line
+    region = np.zeros((80, 400), bool)
+    region[:, :200] = True
+    assert mean_width(mask, region) == pytest.approx(11, rel=0.08)
+    assert mean_width(np.zeros((5, 5), bool)) == 0.0
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_images() -> None:
+    from train.evaluate import bootstrap_interval
+
+    rng = np.random.default_rng(0)
+    few, many = rng.normal(0.8, 0.05, 8), rng.normal(0.8, 0.05, 200)
+    lo, hi = bootstrap_interval(few)
+    assert lo < few.mean() < hi and bootstrap_interval(few) == (lo, hi)  # seeded: reproducible
+    lo_many, hi_many = bootstrap_interval(many)
+    assert hi_many - lo_many < hi - lo
+    # the normal approximation: 1.96 standard errors each side, within 20%
+    assert hi_many - lo_many == pytest.approx(2 * 1.96 * many.std() / np.sqrt(many.size), rel=0.2)
+    assert bootstrap_interval([0.7, 0.7, 0.7]) == (pytest.approx(0.7), pytest.approx(0.7))
+
+
+@pytest.mark.data
+def test_hrf_training_split_is_found_with_full_resolution_annotations(hrf_root: Path) -> None:
+    from vesselcli.imageio import read_mask
+
+    triples = find_training_files(hrf_root)
+    assert len(triples) == 15
+    assert {t[0].stem.split("_")[1] for t in triples} == {"h", "dr", "g"}
+    assert all(t[1].stem == t[0].stem and t[2].stem == t[0].stem + "_mask" for t in triples)
+    assert read_mask(triples[0][1]).shape == (2336, 3504)

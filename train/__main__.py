@@ -159,7 +159,7 @@ def build_data(cfg: TrainConfig, pre: Preprocessing, where: Distributed) -> Trai
         train_samples += [repackage(s, cfg.repackage) for s in train_samples]
         val_samples += [repackage(s, cfg.repackage) for s in val_samples]
         description.append(f"each also re-packaged to {cfg.repackage}x{cfg.repackage} as DRIVE-512 (bilinear, annotation binarised at 127)")
-    dataset = PatchDataset(train_samples, pre, cfg.patch, cfg.samples_per_image, cfg.seed)
+    dataset = PatchDataset(train_samples, pre, cfg.patch, cfg.samples_per_image, cfg.seed, tuple(cfg.calibre_range) or None)
     if where.ddp:
         sampler = DistributedSampler(dataset, shuffle=True, seed=cfg.seed)
     else:

@@ -8,6 +8,8 @@ Layouts understood by ``--data``:
   the test split is never read by training);
 - CHASE_DB1: a root with ``images``, ``1st_manual`` and ``fov``; the common protocol's first 20
   images (``Image_01L`` ... ``Image_10R``) are used (the split rule: ``vesselcli.protocols``);
+- HRF: a root with ``images``, ``manual1`` and ``mask`` (the 15-image training split,
+  3504x2336, annotations at full resolution);
 - generic: a root with ``images`` and ``masks`` (and optionally ``fov``), paired by the
   documented name rule of ``vesselcli.pairing``; without FOV masks the FOV is detected.
 """
@@ -27,6 +29,7 @@ from vesselcli.preprocess import Preprocessing, network_input, resize_image, res
 from vesselcli.protocols import image_files, is_chase_test
 
 from .augment import photometric
+from .width import mean_width
 
 
 @dataclass
@@ -62,12 +65,15 @@ def find_training_files(root: Path) -> list[tuple[Path, Path, Path | None]]:
     if (root / "1st_manual").is_dir() and (root / "fov").is_dir():  # CHASE_DB1
         triples = find_triples(root / "images", root / "1st_manual", root / "fov")
         return [t for t in triples if not is_chase_test(t[0])]
+    if (root / "manual1").is_dir() and (root / "mask").is_dir():  # HRF
+        return find_triples(root / "images", root / "manual1", root / "mask")
     if (root / "images").is_dir() and (root / "masks").is_dir():
         fov = root / "fov" if (root / "fov").is_dir() else None
         return find_triples(root / "images", root / "masks", fov)
     raise ValueError(
-        f"{root} is not a DRIVE, CHASE_DB1 or generic dataset root: expected training/images "
-        "(DRIVE), images + 1st_manual + fov (CHASE_DB1), or images + masks (generic)"
+        f"{root} is not a DRIVE, CHASE_DB1, HRF or generic dataset root: expected training/images "
+        "(DRIVE), images + 1st_manual + fov (CHASE_DB1), images + manual1 + mask (HRF), "
+        "or images + masks (generic)"
     )
 
 
@@ -100,14 +106,30 @@ def repackage(sample: Sample, size: int) -> Sample:
     return Sample(name=f"{sample.name}@{size}", rgb=rgb, vessels=squash(sample.vessels), fov=squash(sample.fov))
 
 
+#: Datasets whose validation images are named rather than drawn: HRF's 15 training photographs
+#: are 5 healthy, 5 diabetic and 5 glaucoma, so one of each group (the fifth) is held out.
+FIXED_VALIDATION: dict[str, tuple[str, ...]] = {"HRF": ("05_h", "05_dr", "05_g")}
+
+
 def split_validation(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Hold out ``fraction`` of each dataset's images (at least one each) for validation."""
+    """Hold out ``fraction`` of each dataset's images (at least one each) for validation.
+
+    Datasets are the first part of ``Sample.name``; each draws from one generator seeded with
+    ``seed``, in the order they were given (DRIVE then CHASE_DB1 with seed 0 is the shipped
+    model's split). Datasets in ``FIXED_VALIDATION`` hold out the named images instead (and
+    draw nothing, so the others' split does not depend on them).
+    """
     rng = np.random.default_rng(seed)
     by_root: dict[str, list[Sample]] = {}
     for s in samples:
         by_root.setdefault(s.name.split("/")[0], []).append(s)
     train, val = [], []
-    for group in by_root.values():
+    for root, group in by_root.items():
+        if root in FIXED_VALIDATION and fraction > 0:
+            named = FIXED_VALIDATION[root]
+            val += [s for s in group if Path(s.name).stem in named]
+            train += [s for s in group if Path(s.name).stem not in named]
+            continue
         n_val = max(1, round(len(group) * fraction)) if fraction > 0 else 0
         order = rng.permutation(len(group))
         val += [group[i] for i in order[:n_val]]
@@ -126,7 +148,15 @@ class PatchDataset:
     Returns ``(1, P, P) float32`` input, ``(1, P, P) float32`` target and FOV.
     """
 
-    def __init__(self, samples: list[Sample], pre: Preprocessing, patch: int, samples_per_image: int, seed: int) -> None:
+    def __init__(
+        self,
+        samples: list[Sample],
+        pre: Preprocessing,
+        patch: int,
+        samples_per_image: int,
+        seed: int,
+        calibre_range: tuple[float, float] | None = None,
+    ) -> None:
         from vesselcli.fov import fov_diameter
 
         self.samples = samples
@@ -135,10 +165,27 @@ class PatchDataset:
         self.samples_per_image = samples_per_image
         self.seed = seed
         self.epoch = 0
+        self.calibre_range = calibre_range
         self.base_scale = [pre.fov_diameter / fov_diameter(s.fov) for s in samples]
+        # Multi-scale: each image's annotated calibre (mean width at original size), so a
+        # patch can be drawn at the scale that gives its vessels a chosen calibre.
+        self.calibre = [mean_width(s.vessels, s.fov) for s in samples] if calibre_range else []
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def scale_of(self, k: int, rng: np.random.Generator) -> float:
+        """The resampling factor of one patch of image ``k``.
+
+        Default: the FOV rule's factor times a jitter in [0.8, 1.25]. With ``calibre_range``
+        (lo, hi): a target mean vessel width drawn log-uniformly from [lo, hi] pixels divided
+        by the image's annotated calibre, so every dataset is seen with thin (lo) to thick
+        (hi) vessels whatever its camera; the widest vessels are about 4-5x the mean width.
+        """
+        if self.calibre_range and self.calibre[k] > 0:
+            lo, hi = self.calibre_range
+            return math.exp(rng.uniform(math.log(lo), math.log(hi))) / self.calibre[k]
+        return self.base_scale[k] * math.exp(rng.uniform(math.log(0.8), math.log(1.25)))
 
     def __len__(self) -> int:
         return len(self.samples) * self.samples_per_image
@@ -149,7 +196,7 @@ class PatchDataset:
         sample = self.samples[k]
         # Scale jitter spans the tolerance band of ``scale_factor`` and beyond; the aspect
         # jitter covers cameras and re-packagings that do not keep square pixels.
-        factor = self.base_scale[k] * math.exp(rng.uniform(math.log(0.8), math.log(1.25)))
+        factor = self.scale_of(k, rng)
         aspect = math.exp(rng.uniform(-math.log(ASPECT_JITTER), math.log(ASPECT_JITTER)))
         shape = scaled_shape(sample.rgb.shape[:2], factor)
         shape = (max(1, round(shape[0] * aspect)), shape[1])

@@ -31,6 +31,9 @@ class TrainConfig:
     ema: float = 0.0  # validate, keep and ship an exponential moving average of the weights with this decay; 0: off
     repackage: int = 0  # also train/validate on every image squashed to N x N as DRIVE-512 was made; 0: off
     threads: int = 0  # CPU threads per process; 0: PyTorch's default
+    # Multi-scale: draw each patch at a scale giving its vessels a mean width (pixels) in this
+    # [lo, hi] range, from the image's annotated calibre; empty: the FOV rule with +-25% jitter.
+    calibre_range: tuple[float, ...] = ()
     # Model
     base_channels: int = 16
     depth: int = 3
@@ -44,6 +47,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["data"] = list(self.data)
+        d["calibre_range"] = list(self.calibre_range)
         return d
 
 
@@ -67,7 +71,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
             continue
         default = getattr(defaults, f.name)
         flag = "--" + f.name.replace("_", "-")
-        parser.add_argument(flag, type=type(default), default=None, help=f"default: {default}")
+        if isinstance(default, tuple):
+            parser.add_argument(flag, type=float, nargs=2, metavar=("LO", "HI"), default=None, help="default: off")
+        else:
+            parser.add_argument(flag, type=type(default), default=None, help=f"default: {default}")
     args = parser.parse_args(argv)
     values = asdict(defaults)
     if args.config:
@@ -80,6 +87,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         if key != "config" and value is not None:
             values[key] = value
     values["data"] = tuple(values["data"] or ())
+    values["calibre_range"] = tuple(float(v) for v in values["calibre_range"] or ())
+    if values["calibre_range"] and not (len(values["calibre_range"]) == 2 and 0 < values["calibre_range"][0] < values["calibre_range"][1]):
+        parser.error(f"calibre_range must be two widths in pixels, lo < hi (e.g. [1.0, 5.0]), got {list(values['calibre_range'])}")
     if not values["data"]:
         parser.error("--data is required (a DRIVE, CHASE_DB1 or images+masks root)")
     if values["loss"] not in ("bce", "bce+dice"):

@@ -19,6 +19,7 @@ DEFAULT_TILE_SIZE = 592
 DEFAULT_TILE_OVERLAP = 64
 DEFAULT_BATCH_SIZE = 2
 DEFAULT_WORKERS = 2
+SCALE_RULES = ("fov", "calibre")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class SegmentConfig:
     taken per image from a DICOM input's Pixel Spacing). ``dicom_seg``: also write a DICOM
     Segmentation per DICOM input; ``keep_identifiers``: also write the DICOM inputs' patient
     identifiers to ``identifiers.csv`` (otherwise none is written anywhere in OUT).
+    ``scale_rule``: "fov" (scale by the FOV diameter) or "calibre" (``vesselcli.calibre``: never
+    shrink more than 2x, and rescale by the vessels' width where a first look finds them too wide).
     """
 
     inputs: tuple[Path, ...]
@@ -53,6 +56,7 @@ class SegmentConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     dicom_seg: bool = False
     keep_identifiers: bool = False
+    scale_rule: str = "fov"
     pixel_size_um: float | None = None
 
     def __post_init__(self) -> None:
@@ -60,6 +64,8 @@ class SegmentConfig:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {self.threshold}")
+        if self.scale_rule not in SCALE_RULES:
+            raise ValueError(f"scale_rule must be one of {', '.join(SCALE_RULES)}, got {self.scale_rule!r}")
         if self.pixel_size_um is not None and not (math.isfinite(self.pixel_size_um) and self.pixel_size_um > 0):
             raise ValueError(f"pixel_size_um must be a positive number of micrometres, got {self.pixel_size_um}")
         if self.max_pixels < 1:

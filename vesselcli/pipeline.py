@@ -45,8 +45,8 @@ from .lock import OutputLock
 from .pairing import pair_files
 from .report import ImageResult, Report, ResultsWriter, read_rows
 from .runrecord import check_settings, new_record, now, output_settings, write_run
-from .stages import Job, Partners, StageError, error_result, finish, load, write
-from .tiling import flip_averaged, stream_tiled
+from .stages import Job, Partners, StageError, error_result, finish, load, rescale, write
+from .tiling import flip_averaged, sliding_window, stream_tiled
 
 #: errno values that no other image could escape either: the run stops (files written stay).
 FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT})
@@ -230,6 +230,7 @@ def run_settings(config: SegmentConfig, engine: Engine) -> dict[str, object]:
         fov_dir=config.fov_dir,
         overlays=config.overlays,
         probabilities=config.save_probabilities,
+        scale_rule=config.scale_rule,
         pixel_size_um=config.pixel_size_um,
         dicom_seg=config.dicom_seg,
         identifiers=config.keep_identifiers,
@@ -253,6 +254,7 @@ class _Run:
         self.spec = config.tile_spec(engine.info.tile_multiple, engine.info.fixed_tile)
         # Crop to the FOV's box on the model's pooling grid; a fixed-tile engine pads anyway.
         self._align = max(1, engine.info.tile_multiple)
+        self._predict = _predictor(engine, config.tta)
         self.prepared: queue.Queue = queue.Queue(maxsize=config.workers)
         self.predicted: queue.Queue = queue.Queue(maxsize=config.workers)
         self.items: queue.SimpleQueue = queue.SimpleQueue()
@@ -306,14 +308,15 @@ class _Run:
                     break
                 started = time.perf_counter()
                 try:
-                    job = load(item, self.plan.partners[item.path], pre, self.config.max_pixels, self._align)
+                    job = load(item, self.plan.partners[item.path], pre, self.config.max_pixels, self._align,
+                               self.config.scale_rule)
                 except StageError as exc:
                     self._record(error_result(item, str(exc), started))
                     continue
                 except Exception as exc:  # noqa: BLE001 - one image must not stop the run
                     self._record(error_result(item, _one_line(exc), started))
                     continue
-                if not self.config.overlays:
+                if not self.config.overlays and not job.first_look:
                     job.rgb = None  # only the overlay needs the photograph: keep memory low
                 self.prepared.put(job)
         finally:
@@ -329,11 +332,23 @@ class _Run:
             if self.stop.is_set():
                 continue  # dropped unwritten: the next run does it
             network_input, job.network_input = job.network_input, None
+            if job.first_look:
+                try:
+                    first_look = sliding_window(network_input, self._predict, self.spec)[0]
+                    network_input = rescale(job, first_look, self.engine.info.preprocessing, self.threshold, self._align)
+                except Exception as exc:  # noqa: BLE001 - one image must not stop the run
+                    self._record(error_result(job.item, f"inference failed: {_one_line(exc)}", job.started))
+                    continue
+                if not self.config.overlays:
+                    job.rgb = None
+                if network_input is None:  # the first look is the answer
+                    self.predicted.put((job, first_look))
+                    continue
             yield job, network_input
 
     def _batcher(self) -> None:
         try:
-            for job, probability, error in stream_tiled(self._jobs(), _predictor(self.engine, self.config.tta), self.spec):
+            for job, probability, error in stream_tiled(self._jobs(), self._predict, self.spec):
                 if error is not None:
                     self._record(error_result(job.item, f"inference failed: {_one_line(error)}", job.started))
                 else:

@@ -118,7 +118,11 @@ def prepare(rgb: np.ndarray, fov: np.ndarray, pre: Preprocessing) -> tuple[np.nd
     ``rgb``: ``(H, W, 3) uint8``; ``fov``: ``(H, W) bool``. Returns the ``(1, h, w) float32``
     network input and the ``(h, w) bool`` FOV at model scale.
     """
-    factor = scale_factor(fov, pre)
+    return prepare_at(rgb, fov, pre, scale_factor(fov, pre))
+
+
+def prepare_at(rgb: np.ndarray, fov: np.ndarray, pre: Preprocessing, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """``prepare`` at a given scale ``factor`` (model pixels per original pixel)."""
     shape = scaled_shape(rgb.shape[:2], factor)
     small = resize_image(rgb, shape)
     small_fov = resize_mask(fov, shape)

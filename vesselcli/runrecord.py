@@ -68,6 +68,7 @@ def output_settings(
     probabilities: bool,
     dicom_seg: bool = False,
     identifiers: bool = False,
+    scale_rule: str = "fov",
     pixel_size_um: float | None = None,
 ) -> dict[str, Any]:
     """The flat ``settings`` dict (JSON types only) of a run with these choices.
@@ -75,6 +76,7 @@ def output_settings(
     ``model``: the file the engine loaded (None for an engine without one, a test double);
     ``tile_size`` / ``tile_overlap`` are the ones used (after rounding to the model's multiple);
     ``fov_diameter`` is the model's scale (the FOV diameter in pixels it brings images to);
+    ``scale_rule``: "fov" or "calibre" (``segment --scale-rule``);
     folders are absolute paths, so the same folder named from another working directory is equal;
     ``pixel_size_um`` (``--pixel-size``) fills the mm and um morphology columns.
     ``dicom_seg`` (DICOM Segmentations written) and ``identifiers`` (identifiers.csv written)
@@ -87,6 +89,7 @@ def output_settings(
         "model_sha256": None if model is None else file_sha256(model),
         "threshold": float(threshold),
         "scale_fov_diameter_px": float(fov_diameter),
+        "scale_rule": scale_rule,
         "precision": precision,
         "tile_size": int(tile_size),
         "tile_overlap": int(tile_overlap),

@@ -3,6 +3,8 @@
 1. ``load``: read the image (EXIF orientation applied; DICOM photographs through
    ``vesselcli.io.dicom``, with their laterality and pixel size), its annotation and FOV mask if any,
    detect the FOV otherwise, and ``prepare`` the network input at the model's scale.
+1b. ``rescale`` (``--scale-rule calibre`` only): when the vessels of a first look through the
+   engine are wider than the model draws them, a new input at the scale that fixes that.
 2. (the pipeline tiles the input through the engine: a probability map at model scale)
 3. ``finish``: bring the probability back to the image's size, threshold it, keep it inside
    the FOV, measure its morphology (``vesselcli.analysis.morphology``) and measure it
@@ -24,12 +26,13 @@ import numpy as np
 
 from . import metrics
 from .analysis.morphology import morphology
+from .calibre import first_factor, next_factor
 from .discover import Item, LinkedOutputError, OutputPaths
 from .fov import detect_fov
 from .imageio import ImageReadError, encode_jpeg, encode_png, read_image, read_mask, write_atomic
 from .io.dicom import read_frame
 from .overlay import overlay
-from .preprocess import Preprocessing, fov_box, prepare, resize_image
+from .preprocess import Preprocessing, fov_box, prepare_at, resize_image, scale_factor
 from .report import GT_COLUMNS, ImageResult
 
 
@@ -50,6 +53,8 @@ class Job:
     otherwise) and travel with the image to every later stage; ``identifiers`` (patient name,
     ID, birth date, accession number, study/series/instance UIDs) likewise, written out only
     with ``--keep-identifiers``.
+    ``factor``: the processing scale (model pixels per original pixel) of ``network_input``;
+    ``model_fov``: ``(h, w) bool``, the FOV at that scale.
     """
 
     item: Item
@@ -64,6 +69,9 @@ class Job:
     laterality: str | None = None
     pixel_size_um: float | None = None
     identifiers: dict[str, str] | None = None
+    factor: float = 1.0
+    model_fov: np.ndarray | None = None
+    first_look: bool = False  # the calibre rule checks the vessels found at ``factor``
 
 
 @dataclass(frozen=True)
@@ -92,8 +100,10 @@ def _read_partner(path: Path, shape: tuple[int, int], what: str, max_pixels: int
     return mask
 
 
-def load(item: Item, partners: Partners, pre: Preprocessing, max_pixels: int, align: int = 8) -> Job:
-    """Read and prepare one image; ``StageError`` when it cannot be.
+def load(item: Item, partners: Partners, pre: Preprocessing, max_pixels: int, align: int = 8,
+         scale_rule: str = "fov") -> Job:
+    """Read and prepare one image at the scale ``scale_rule`` starts from; ``StageError`` when it
+    cannot be. With "calibre", ``job.first_look`` says whether that scale is to be checked.
 
     ``align``: the model's tile multiple; the FOV's box starts on that grid (see ``fov_box``).
     """
@@ -112,18 +122,29 @@ def load(item: Item, partners: Partners, pre: Preprocessing, max_pixels: int, al
     shape = rgb.shape[:2]
     truth = _read_partner(partners.truth, shape, "annotation", max_pixels) if partners.truth else None
     fov = _read_partner(partners.fov, shape, "FOV mask", max_pixels) if partners.fov else detect_fov(rgb)
-    network_input, small_fov = prepare(rgb, fov, pre)
+    factor, look = scale_factor(fov, pre), False
+    if scale_rule == "calibre":
+        factor, look = first_factor(factor)
+    network_input, model_fov = prepare_at(rgb, fov, pre, factor)
     if not network_input.any():
         # One flat value everywhere (a black frame, a failed capture): the network would see an
         # all-zero input, on which it calls almost everything a vessel.
         raise StageError(f"the image is blank (one flat {pre.channel} level inside its field of view); "
                          "there is nothing to segment: check the capture")
-    # Only the FOV's box goes through the network: outside it nothing is a vessel, and the input
-    # there is zero, as the network's own zero padding is.
-    top, left, bh, bw = box = fov_box(small_fov, align)
-    cropped = np.ascontiguousarray(network_input[:, top : top + bh, left : left + bw])
-    return Job(item, started, rgb, fov, truth, cropped, box=box, model_shape=small_fov.shape,
-               laterality=laterality, pixel_size_um=pixel_size_um, identifiers=identifiers)
+    cropped, box = crop_to_fov(network_input, model_fov, align)
+    return Job(item, started, rgb, fov, truth, cropped, box=box, model_shape=model_fov.shape,
+               laterality=laterality, pixel_size_um=pixel_size_um, identifiers=identifiers,
+               factor=factor, model_fov=model_fov, first_look=look)
+
+
+def crop_to_fov(network_input: np.ndarray, model_fov: np.ndarray, align: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """``(1, h, w)`` network input -> (its FOV box ``(1, bh, bw)``, the box ``(top, left, bh, bw)``).
+
+    Only the FOV's box goes through the network: outside it nothing is a vessel, and the input
+    there is zero, as the network's own zero padding is.
+    """
+    top, left, bh, bw = box = fov_box(model_fov, align)
+    return np.ascontiguousarray(network_input[:, top : top + bh, left : left + bw]), box
 
 
 def uncrop(box_probability: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
@@ -134,6 +155,26 @@ def uncrop(box_probability: np.ndarray, box: tuple[int, int, int, int], shape: t
     full = np.zeros(shape, dtype=np.float32)
     full[top : top + bh, left : left + bw] = box_probability
     return full
+
+
+def rescale(job: Job, first_look: np.ndarray, pre: Preprocessing, threshold: float, align: int = 8) -> np.ndarray | None:
+    """The calibre rule's check: the network input (cropped to its FOV box) at the scale that
+    gives the vessels the model's calibre, or None when the first look is the answer
+    (``calibre.next_factor``).
+
+    ``first_look``: ``(bh, bw) float32`` probability of the job's FOV box at ``job.factor``.
+    Updates ``job.factor``, ``job.model_fov``, ``job.box`` and ``job.model_shape`` when it
+    rescales; ``job.rgb`` must still be there.
+    """
+    probability = uncrop(first_look, job.box, job.model_shape)
+    factor = next_factor((probability >= threshold) & job.model_fov, job.factor)
+    if factor is None:
+        return None
+    network_input, job.model_fov = prepare_at(job.rgb, job.fov, pre, factor)
+    job.factor = factor
+    job.model_shape = job.model_fov.shape
+    cropped, job.box = crop_to_fov(network_input, job.model_fov, align)
+    return cropped
 
 
 def finish(job: Job, model_probability: np.ndarray, threshold: float,

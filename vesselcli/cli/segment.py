@@ -28,7 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import pipeline
-from ..config import DEFAULT_BATCH_SIZE, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, DEFAULT_WORKERS, SegmentConfig
+from ..config import DEFAULT_BATCH_SIZE, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, DEFAULT_WORKERS, SCALE_RULES, SegmentConfig
 from ..discover import LinkedOutputError
 from ..engines.errors import ModelError
 from ..engines.select import ENGINES
@@ -120,6 +120,10 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
               help="Tile side in pixels at the model's scale (rounded up to the model's multiple).")
 @click.option("--tile-overlap", type=click.IntRange(0, 8191), default=DEFAULT_TILE_OVERLAP, show_default=True,
               help="Least overlap of neighbouring tiles in pixels; must be below --tile-size.")
+@click.option("--scale-rule", type=click.Choice(SCALE_RULES), default="fov", show_default=True,
+              help="fov: scale each image so its field of view is the model's; calibre: then rescale so the "
+                   "vessels found have the model's calibre (a first look, then the real pass; for photographs "
+                   "without a dark border or with unusual resolution).")
 @click.option("--tta", is_flag=True, help="Average the four flips of each tile (4x slower, slightly smoother).")
 @click.option("--save-probabilities", is_flag=True, help="Also write 8-bit vessel probability maps.")
 @click.option("--no-overlays", is_flag=True, help="Do not write overlays.")
@@ -139,7 +143,7 @@ def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: P
             model: Path | None, engine: str, device: str, precision: str, threshold: float | None, workers: int, batch_size: int,
             tile_size: int, tile_overlap: int, tta: bool, save_probabilities: bool, no_overlays: bool,
             overwrite: bool, max_pixels: int, pixel_size_um: float | None, dicom_seg: bool,
-            keep_identifiers: bool, quiet: bool) -> None:
+            keep_identifiers: bool, scale_rule: str, quiet: bool) -> None:
     """Segment the vessels of every image in INPUT... (files and folders, searched recursively).
 
     Writes OUT/masks/<name>.png (0/255, the image's own size), OUT/overlays/<name>.jpg and
@@ -155,6 +159,7 @@ def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: P
         inputs=inputs, out=out, gt_dir=gt_dir, fov_dir=fov_dir, gt_pattern=gt_pattern, threshold=threshold,
         workers=workers, batch_size=batch_size, tile_size=tile_size, tile_overlap=tile_overlap, tta=tta,
         save_probabilities=save_probabilities, overlays=not no_overlays, overwrite=overwrite, max_pixels=max_pixels,
+        scale_rule=scale_rule,
         pixel_size_um=pixel_size_um,
         dicom_seg=dicom_seg, keep_identifiers=keep_identifiers,
     )
