@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .imageio import DEFAULT_MAX_PIXELS
+from .run.shards import Shard
 from .tiling import TileSpec
 
 #: Defaults measured on a 2-core CPU (see the README's speed section). At the model's scale
@@ -28,7 +29,8 @@ class SegmentConfig:
     folders of annotations / FOV masks paired by ``vesselcli.pairing`` (``gt_pattern`` names
     the annotation of an image directly, e.g. ``{stem}_manual1``). ``threshold``: None means
     the model's own. ``workers``: reader threads and writer threads (each). ``max_pixels``:
-    images decoding to more pixels are refused before decoding.
+    images decoding to more pixels are refused before decoding. ``shard``: do only the images
+    of this shard (``vesselcli.run.shards``), recording them in ``OUT/parts``.
     """
 
     inputs: tuple[Path, ...]
@@ -46,6 +48,7 @@ class SegmentConfig:
     overlays: bool = True
     overwrite: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
+    shard: Shard | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:

@@ -13,8 +13,9 @@ Setting ``stop`` (the CLI does on SIGINT/SIGTERM) stops taking new images: image
 the engine finish and are written, images read but not yet tiled are dropped unwritten, and
 the CSV stays whole. A full or read-only disk stops the run the same way (``Report.fatal``).
 
-Resuming: an image is skipped when its mask exists and results.csv has an ``ok`` row for it;
-every other row of the images redone is dropped from the CSV first, so no image gets two rows.
+Resuming, locking and the results file (``results.csv``, or a shard's part) are the
+ledger's (``vesselcli.run.ledger``), shared with the shard and Ray paths; so are the
+per-image steps at the end of this module (``load_one``, ``finish_one``).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -33,9 +34,11 @@ from .config import SegmentConfig
 from .discover import Item, OutputPaths, assign_names, discover, walk_images
 from .engines.base import Engine, sigmoid
 from .imageio import IMAGE_EXTENSIONS
-from .lock import OutputLock
 from .pairing import pair_files
-from .report import ImageResult, Report, ResultsWriter, columns, read_rows
+from .preprocess import Preprocessing
+from .report import ImageResult, Report, ResultsWriter
+from .run.ledger import open_ledger
+from .run.shards import shard_of
 from .stages import Job, Partners, StageError, error_result, finish, load, write
 from .tiling import flip_averaged, stream_tiled
 
@@ -56,6 +59,7 @@ class Plan:
     partners: dict[Path, Partners]
     unannotated: list[Item]  # images without an annotation although --gt was given
     unlisted: tuple[str, ...] = ()  # input folders that could not be listed (their images are missing)
+    positions: tuple[int, ...] = ()  # with a shard: each item's place in the whole listing
 
 
 def plan(config: SegmentConfig) -> Plan:
@@ -85,7 +89,14 @@ def plan(config: SegmentConfig) -> Plan:
         for p in paths
     }
     unannotated = [i for i in items if config.gt_dir and i.path not in truths and i.path not in truth_errors]
-    return Plan(items, partners, unannotated, tuple(unlisted))
+    if config.shard is None:
+        return Plan(items, partners, unannotated, tuple(unlisted))
+    # Names are given over the whole listing first, so every shard names an image alike.
+    mine = [p for p, i in enumerate(items) if shard_of(i.name, config.shard.count) == config.shard.index]
+    chosen = [items[p] for p in mine]
+    kept = set(chosen)
+    return Plan(chosen, {i.path: partners[i.path] for i in chosen}, [i for i in unannotated if i in kept],
+                tuple(unlisted), tuple(mine))
 
 
 def _pair(images: list[Path], folder: Path | None, pattern: str | None) -> tuple[dict[Path, Path], dict[Path, str]]:
@@ -95,25 +106,9 @@ def _pair(images: list[Path], folder: Path | None, pattern: str | None) -> tuple
     return pairs, errors
 
 
-def _is_done(item: Item, ok_names: set[str], paths: OutputPaths) -> bool:
-    return item.name in ok_names and paths.mask(item.key).is_file()
+def predictor(engine: Engine, tta: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """The tiler's predictor: network input tiles -> vessel probabilities (flip-averaged with ``tta``)."""
 
-
-def _remove_stale_temporaries(out: Path) -> None:
-    """Delete ``.tmp-*`` files a killed run left (we hold the lock: none is being written)."""
-    folders = [(str(out), [], [e.name for e in os.scandir(out) if e.is_file()])]
-    for folder in ("masks", "overlays", "probabilities"):
-        folders.extend(os.walk(out / folder))
-    for root, _, files in folders:
-        for name in files:
-            if name.startswith(".tmp-"):
-                try:
-                    os.unlink(os.path.join(root, name))
-                except OSError:
-                    pass
-
-
-def _predictor(engine: Engine, tta: bool) -> Callable[[np.ndarray], np.ndarray]:
     def predict(batch: np.ndarray) -> np.ndarray:
         return sigmoid(engine.infer(batch))
 
@@ -127,35 +122,22 @@ def run(
     stop: threading.Event | None = None,
     on_start: Callable[[Report], None] | None = None,
     on_result: Callable[[ImageResult], None] | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> Report:
     """Segment the planned images into ``config.out``; returns the run's ``Report``.
 
     Raises ``LockedError`` when another run holds the output folder, ``CsvMismatchError``
-    when an existing results.csv has other columns, ``OSError`` when the output folder
-    cannot be created. ``on_start`` sees the report once the images to skip are known;
-    ``on_result`` is called (from worker threads, one call at a time) for every image done.
+    when an existing results.csv has other columns, ``SettingsChangedError`` when a shard
+    resumes with other ``settings``, ``OSError`` when the output folder cannot be created.
+    ``on_start`` sees the report once the images to skip are known; ``on_result`` is called
+    (from worker threads, one call at a time) for every image done.
     """
     stop = stop or threading.Event()
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = OutputPaths(out)
-    with OutputLock(paths.lock):
-        _remove_stale_temporaries(out)
-        header = columns(config.gt_dir is not None)
-        rows = [] if config.overwrite else read_rows(paths.csv, header)
-        ok_names = {r["image"] for r in rows if r.get("status") == "ok"}
-        todo = [i for i in the_plan.items if config.overwrite or not _is_done(i, ok_names, paths)]
-        redo = {i.name for i in todo}
-        kept = list({r["image"]: r for r in rows if r["image"] not in redo}.values())
-        report = Report(total=len(the_plan.items), skipped=len(the_plan.items) - len(todo))
+    with open_ledger(config, the_plan.items, the_plan.positions or None, settings) as ledger:
         if on_start is not None:
-            on_start(report)
-        writer = ResultsWriter(paths.csv, header, kept)
-        try:
-            _Run(config, the_plan, engine, stop, paths, writer, report, on_result).go(todo)
-        finally:
-            writer.close()
-    return report
+            on_start(ledger.report)
+        _Run(config, the_plan, engine, stop, ledger.paths, ledger.writer, ledger.report, on_result).go(ledger.todo)
+    return ledger.report
 
 
 class _Run:
@@ -223,17 +205,10 @@ class _Run:
                     item = self.items.get_nowait()
                 except queue.Empty:
                     break
-                started = time.perf_counter()
-                try:
-                    job = load(item, self.plan.partners[item.path], pre, self.config.max_pixels)
-                except StageError as exc:
-                    self._record(error_result(item, str(exc), started))
+                job = load_one(item, self.plan.partners[item.path], pre, self.config)
+                if isinstance(job, ImageResult):
+                    self._record(job)
                     continue
-                except Exception as exc:  # noqa: BLE001 - one image must not stop the run
-                    self._record(error_result(item, _one_line(exc), started))
-                    continue
-                if not self.config.overlays:
-                    job.rgb = None  # only the overlay needs the photograph: keep memory low
                 self.prepared.put(job)
         finally:
             self.prepared.put(_DONE)
@@ -252,13 +227,13 @@ class _Run:
 
     def _batcher(self) -> None:
         try:
-            for job, probability, error in stream_tiled(self._jobs(), _predictor(self.engine, self.config.tta), self.spec):
+            for job, probability, error in stream_tiled(self._jobs(), predictor(self.engine, self.config.tta), self.spec):
                 if error is not None:
-                    self._record(error_result(job.item, f"inference failed: {_one_line(error)}", job.started))
+                    self._record(inference_error(job, error))
                 else:
                     self.predicted.put((job, probability[0]))
         except Exception as exc:  # noqa: BLE001 - a broken engine stops the run, it must not hang it
-            self._fail_run(f"the engine stopped working: {_one_line(exc)}")
+            self._fail_run(f"the engine stopped working: {one_line(exc)}")
             for _ in self._jobs():  # drain, so that readers blocked on the queue can finish
                 pass
         finally:
@@ -277,28 +252,64 @@ class _Run:
             try:
                 self._write_one(job, probability)
             except Exception as exc:  # noqa: BLE001 - never a traceback, never a hang
-                self._fail_run(f"internal error while writing {job.item.name}: {_one_line(exc)}")
+                self._fail_run(f"internal error while writing {job.item.name}: {one_line(exc)}")
 
     def _write_one(self, job: Job, probability: np.ndarray) -> None:
         """Finish, write and record one image; a full or read-only disk stops the run."""
         try:
-            mask, result = finish(job, probability, self.threshold)
-            write(job, mask, self.paths, self.config.overlays, self.config.save_probabilities)
-        except OSError as exc:
-            if exc.errno in FATAL_ERRNOS:
-                fix = "make it writable" if exc.errno == errno.EROFS else "free space"
-                self._fail_run(f"cannot write into {self.paths.out}: {exc.strerror}; {fix} or "
-                               "choose another --out, then rerun to finish the rest")
-                return
-            where = f" ({exc.filename})" if exc.filename else ""
-            result = error_result(job.item, f"cannot write outputs: {exc.strerror or exc}{where}", job.started)
-        except Exception as exc:  # noqa: BLE001 - one image must not stop the run
-            result = error_result(job.item, _one_line(exc), job.started)
-        else:
-            result = replace(result, seconds=time.perf_counter() - job.started)
+            result = finish_one(job, probability, self.threshold, self.paths, self.config)
+        except FatalWriteError as exc:
+            self._fail_run(str(exc))
+            return
         self._record(result)
 
 
-def _one_line(exc: BaseException) -> str:
+# -- the per-image steps every run path takes (local threads, Ray tasks and actors) -----------
+class FatalWriteError(Exception):
+    """No other image could be written either (a full or read-only disk): the run stops."""
+
+
+def load_one(item: Item, partners: Partners, pre: Preprocessing, config: SegmentConfig) -> Job | ImageResult:
+    """Stage 1 for one image: its ``Job``, or its ``error`` row when it cannot be read."""
+    started = time.perf_counter()
+    try:
+        job = load(item, partners, pre, config.max_pixels)
+    except StageError as exc:
+        return error_result(item, str(exc), started)
+    except Exception as exc:  # noqa: BLE001 - one image must not stop the run
+        return error_result(item, one_line(exc), started)
+    if not config.overlays:
+        job.rgb = None  # only the overlay needs the photograph: keep memory low
+    return job
+
+
+def inference_error(job: Job, error: BaseException) -> ImageResult:
+    """The ``error`` row of an image whose tiles the engine could not run."""
+    return error_result(job.item, f"inference failed: {one_line(error)}", job.started)
+
+
+def finish_one(job: Job, probability: np.ndarray, threshold: float, paths: OutputPaths, config: SegmentConfig) -> ImageResult:
+    """Stages 3 and 4 for one image: its row, ``ok`` or ``error``.
+
+    ``probability``: ``(h, w) float32`` at model scale. Raises ``FatalWriteError`` on a full
+    or read-only disk (files already written stay valid).
+    """
+    try:
+        mask, result = finish(job, probability, threshold)
+        write(job, mask, paths, config.overlays, config.save_probabilities)
+    except OSError as exc:
+        if exc.errno in FATAL_ERRNOS:
+            fix = "make it writable" if exc.errno == errno.EROFS else "free space"
+            raise FatalWriteError(f"cannot write into {paths.out}: {exc.strerror}; {fix} or "
+                                  "choose another --out, then rerun to finish the rest") from None
+        where = f" ({exc.filename})" if exc.filename else ""
+        return error_result(job.item, f"cannot write outputs: {exc.strerror or exc}{where}", job.started)
+    except Exception as exc:  # noqa: BLE001 - one image must not stop the run
+        return error_result(job.item, one_line(exc), job.started)
+    return replace(result, seconds=time.perf_counter() - job.started)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line for a person: ``Type: message``."""
     text = " ".join(str(exc).split())
     return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
