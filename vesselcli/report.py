@@ -134,6 +134,11 @@ def rewrite_in_order(path: Path, header: tuple[str, ...], names: list[str]) -> N
     rows = read_rows(path, header)
     place = {name: i for i, name in enumerate(names)}
     rows.sort(key=lambda row: place.get(row["image"], len(place)))  # stable: the others keep their order
+    write_rows(path, header, rows)
+
+
+def write_rows(path: Path, header: tuple[str, ...], rows: list[dict[str, str]]) -> None:
+    """Write a whole results file (header, then ``rows``) atomically."""
     text = _line(list(header)) + "".join(_line([row.get(c, "") for c in header]) for row in rows)
     write_atomic(path, text.encode("utf-8", "backslashreplace"))
 

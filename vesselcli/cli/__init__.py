@@ -11,6 +11,7 @@ import click
 from .. import __version__
 from .export import export
 from .info import info
+from .merge import merge
 from .score import score
 from .segment import segment
 
@@ -25,3 +26,4 @@ main.add_command(segment)
 main.add_command(score)
 main.add_command(export)
 main.add_command(info)
+main.add_command(merge)

@@ -10,6 +10,7 @@ finishes the rest.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import sys
@@ -17,7 +18,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import click
 from rich import box
@@ -28,11 +29,18 @@ from rich.text import Text
 
 from .. import pipeline
 from ..config import DEFAULT_BATCH_SIZE, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, DEFAULT_WORKERS, SegmentConfig
+from ..engines.base import ModelInfo
 from ..engines.errors import ModelError
 from ..engines.select import ENGINES
 from ..imageio import DEFAULT_MAX_PIXELS
 from ..lock import LockedError
 from ..report import CsvMismatchError, ImageResult, Report
+from ..run import ray_data
+from ..run.ledger import SettingsChangedError
+from ..run.parts import PartPaths
+from ..run.ray_data import RayOptions
+from ..run.shards import Shard, ShardError, parse_shard
+from ..tiling import TileSpec
 
 
 class Refused(click.ClickException):
@@ -57,6 +65,15 @@ def _check_device(ctx: click.Context, param: click.Parameter, value: str) -> str
     if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
         return value
     raise click.BadParameter(f"'{value}' is not a device; use auto, cpu, cuda or cuda:N (N = GPU index)")
+
+
+def _check_shard(ctx: click.Context, param: click.Parameter, value: str | None) -> Shard | None:
+    if value is None:
+        return None
+    try:
+        return parse_shard(value, os.environ)
+    except ShardError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 class RateColumn(ProgressColumn):
@@ -131,11 +148,20 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
 @click.option("--overwrite", is_flag=True, help="Redo every image (default: skip those already done).")
 @click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
               help="Refuse images larger than this many pixels before decoding them.")
+@click.option("--shard", callback=_check_shard, metavar="I/N|auto",
+              help="Do only shard I of N (0-based; by a hash of each image's name) into OUT/parts; 'auto' reads "
+                   "Slurm array or torchrun variables. Then `vesselseg merge OUT`.")
+@click.option("--ray", "ray_address", metavar="ADDRESS",
+              help="Run on Ray Data (pip install 'vesselseg[ray]'): 'local' starts Ray here, 'auto' joins the "
+                   "running cluster, or a cluster address.")
+@click.option("--ray-actors", type=click.IntRange(1, 100000), metavar="N",
+              help="With --ray: engine actors (default: one per GPU, else one per node).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary; errors still go to stderr.")
 def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: Path | None, gt_pattern: str | None,
             model: Path | None, engine: str, device: str, threshold: float | None, workers: int, batch_size: int,
             tile_size: int, tile_overlap: int, tta: bool, save_probabilities: bool, no_overlays: bool,
-            overwrite: bool, max_pixels: int, quiet: bool) -> None:
+            overwrite: bool, max_pixels: int, shard: Shard | None, ray_address: str | None, ray_actors: int | None,
+            quiet: bool) -> None:
     """Segment the vessels of every image in INPUT... (files and folders, searched recursively).
 
     Writes OUT/masks/<name>.png (0/255, the image's own size), OUT/overlays/<name>.jpg and
@@ -147,22 +173,34 @@ def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: P
     if tile_overlap >= tile_size:
         raise click.BadParameter(f"{tile_overlap} is not below --tile-size {tile_size}; use a smaller overlap",
                                  param_hint="--tile-overlap")
+    if shard is not None and ray_address is not None:
+        raise click.UsageError("--shard and --ray do not go together: Ray spreads the images over the cluster itself; "
+                               "use one or the other")
+    if ray_actors is not None and ray_address is None:
+        raise click.BadParameter("only applies with --ray", param_hint="--ray-actors")
     config = SegmentConfig(
         inputs=inputs, out=out, gt_dir=gt_dir, fov_dir=fov_dir, gt_pattern=gt_pattern, threshold=threshold,
         workers=workers, batch_size=batch_size, tile_size=tile_size, tile_overlap=tile_overlap, tta=tta,
         save_probabilities=save_probabilities, overlays=not no_overlays, overwrite=overwrite, max_pixels=max_pixels,
+        shard=shard,
     )
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    ray = None if ray_address is None else RayOptions(ray_address, ray_actors, model, engine, device)
     try:
-        code = _segment(config, model, engine, device, err, quiet)
+        code = _segment(config, model, engine, device, err, quiet, ray)
     except KeyboardInterrupt:  # Ctrl-C while finding images or loading the model: nothing written yet
         err.print("interrupted before any image was segmented", markup=False)
         code = 128 + signal.SIGINT
     click.get_current_context().exit(code)
 
 
-def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str, err: Console, quiet: bool) -> int:
-    """Plan, open the engine, run; returns the exit code (usage errors raise click exceptions)."""
+def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str, err: Console, quiet: bool,
+             ray: RayOptions | None = None) -> int:
+    """Plan, open the engine, run; returns the exit code (usage errors raise click exceptions).
+
+    With ``ray`` the engine opened here (on the CPU) only describes the model; Ray's actors
+    open their own.
+    """
     try:
         the_plan = pipeline.plan(config)
     except pipeline.NoImagesError as exc:
@@ -170,15 +208,16 @@ def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str
     try:
         from ..engines import open_engine
 
-        the_engine = open_engine(model, engine, device)
+        the_engine = open_engine(model, engine, device) if ray is None else open_engine(model, "auto", "cpu")
     except ModelError as exc:
         raise click.UsageError(f"cannot use the model: {exc}") from None
     try:
         try:
-            config.tile_spec(the_engine.info.tile_multiple, the_engine.info.fixed_tile)
+            spec = config.tile_spec(the_engine.info.tile_multiple, the_engine.info.fixed_tile)
         except ValueError as exc:
             raise click.UsageError(f"cannot tile for this model: {exc}") from None
-        report, seconds = _run(config, the_plan, the_engine, err, quiet)
+        settings = run_settings(config, the_engine.info, spec, model)
+        report, seconds = _run(config, the_plan, the_engine, err, quiet, settings, ray)
     finally:
         the_engine.close()
     if not quiet:
@@ -190,7 +229,34 @@ def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str
     return report.exit_code
 
 
-def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, quiet: bool) -> tuple[Report, float]:  # noqa: ANN001
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_settings(config: SegmentConfig, info: ModelInfo, spec: TileSpec, model: Path | None) -> dict[str, Any]:
+    """The flat dict of what shapes a run's outputs, recorded by each shard and compared by merge."""
+    return {
+        "model": None if model is None else os.path.abspath(model),
+        "model_sha256": None if model is None else _file_sha256(model),
+        "threshold": float(config.threshold if config.threshold is not None else info.threshold),
+        "scale_fov_diameter_px": float(info.preprocessing.fov_diameter),
+        "tile_size": spec.size,
+        "tile_overlap": spec.overlap,
+        "tta": config.tta,
+        "gt": None if config.gt_dir is None else os.path.abspath(config.gt_dir),
+        "gt_pattern": config.gt_pattern,
+        "fov": None if config.fov_dir is None else os.path.abspath(config.fov_dir),
+        "overlays": config.overlays,
+        "probabilities": config.save_probabilities,
+    }
+
+
+def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, quiet: bool,  # noqa: ANN001
+         settings: dict[str, Any], ray: RayOptions | None) -> tuple[Report, float]:
     """Run the pipeline under a progress bar and the signal handlers; (report, seconds it ran)."""
     for line in the_plan.unlisted:
         err.print(f"warning: {line}; the images in it are not included", markup=False)
@@ -201,8 +267,9 @@ def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, q
                   f"({names}{more}); their figure columns stay empty", markup=False)
     if not quiet:
         threshold = config.threshold if config.threshold is not None else engine.info.threshold
-        err.print(f"{len(the_plan.items)} images, {engine.name} on {engine.device}, threshold {threshold:.3f}",
-                  markup=False)
+        where = f"Ray ({ray.address})" if ray is not None else f"{engine.name} on {engine.device}"
+        which = f", shard {config.shard}" if config.shard is not None else ""
+        err.print(f"{len(the_plan.items)} images{which}, {where}, threshold {threshold:.3f}", markup=False)
     stop = threading.Event()
     columns = (TextColumn("segmenting"), BarColumn(), MofNCompleteColumn(), RateColumn(), TextColumn("ETA"),
                TimeRemainingColumn())
@@ -229,7 +296,16 @@ def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, q
 
     with progress, stop_on_signals(stop, announce) as received:
         try:
-            report = pipeline.run(config, the_plan, engine, stop, on_start=on_start, on_result=on_result)
+            if ray is None:
+                report = pipeline.run(config, the_plan, engine, stop, on_start=on_start, on_result=on_result,
+                                      settings=settings)
+            else:
+                report = ray_data.run(config, the_plan, engine.info, ray, stop, on_start=on_start,
+                                      on_result=on_result, settings=settings)
+        except ray_data.RayError as exc:
+            raise Refused(str(exc)) from None
+        except SettingsChangedError as exc:
+            raise Refused(str(exc)) from None
         except LockedError as exc:
             raise Refused(str(exc)) from None
         except CsvMismatchError as exc:
@@ -246,7 +322,18 @@ def _fmt(value: float | None) -> str:
 
 
 def _print_summary(report: Report, config: SegmentConfig, seconds: float) -> None:
-    table = Table(box=box.SIMPLE_HEAD, show_header=False, pad_edge=False, title="vesselseg segment")
+    if config.shard is None:
+        where = [("results", str(config.out / "results.csv"))]
+    else:
+        where = [("results", str(PartPaths(config.out, config.shard).csv)),
+                 ("then", f"vesselseg merge {config.out} (once every shard is done)")]
+    print_summary(report, config.gt_dir is not None, seconds, where)
+
+
+def print_summary(report: Report, with_truth: bool, seconds: float, where: list[tuple[str, str]],
+                  title: str = "vesselseg segment") -> None:
+    """The summary table on stdout: counts, means, speed (when ``seconds``), then ``where`` rows."""
+    table = Table(box=box.SIMPLE_HEAD, show_header=False, pad_edge=False, title=title)
     table.add_column(justify="right", style="bold")
     table.add_column()
     table.add_row("done", str(report.done))
@@ -255,13 +342,14 @@ def _print_summary(report: Report, config: SegmentConfig, seconds: float) -> Non
     if report.remaining:
         table.add_row("not done", f"{report.remaining} (rerun the same command)")
     table.add_row("mean vessel density", _fmt(report.mean_density))
-    if config.gt_dir is not None:
+    if with_truth:
         table.add_row("mean IoU", _fmt(report.mean_iou))
         table.add_row("mean Dice", _fmt(report.mean_dice))
     processed = report.done + report.failed
     if processed and seconds > 0:
         table.add_row("speed", f"{processed / seconds:.2f} images/s ({seconds:.1f} s)")
-    table.add_row("results", str(config.out / "results.csv"))
+    for label, text in where:
+        table.add_row(label, text)
     Console().print(table)
 
 
