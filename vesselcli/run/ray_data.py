@@ -18,15 +18,17 @@ on storage every node sees at the same path (workers read and write them directl
 rows travel back to the driver.
 
 Failures: a bad image is an ``error`` row, never a failed task. A worker or node that dies
-takes its batch with it: Ray restarts the actor and reruns the batch (files are written
-whole, by rename, and a row is written by the driver only once an image's files are, so
-nothing is half-written; an image already written is rewritten with the same bytes). A batch
-that fails ``RETRIES`` times (an image that kills its worker every time) gives its images
-``error`` rows saying so, and the run goes on.
+takes its batch with it: Ray Data restarts the actor (or reruns the task) and reruns the
+batch (files are written whole, by rename, and a row is written by the driver only once an
+image's files are, so nothing is half-written; an image already written is rewritten with the
+same bytes). A batch whose task fails for good (an error in our own code, which Ray does not
+retry) gives its images ``error`` rows saying so, and the run goes on.
 """
 from __future__ import annotations
 
+import logging
 import math
+import os
 import pickle
 import time
 from dataclasses import dataclass
@@ -44,8 +46,6 @@ from ..stages import Job, Partners, error_result
 from ..tiling import TileSpec, stream_tiled
 from .ledger import Ledger, open_ledger
 
-#: Reruns of a batch whose worker died before it is given up (its images get error rows).
-RETRIES = 3
 IMAGES_PER_BLOCK = 2  # the unit Ray reruns when a worker is lost
 IMAGES_PER_ACTOR_CALL = 4
 
@@ -175,6 +175,9 @@ def connect(address: str):  # noqa: ANN201 - the ray module
     ray = _import_ray()
     if ray.is_initialized():
         return ray
+    # The driver's C++ core logs a warning per restartable actor with arguments in the object
+    # store (ours: the model options) to stderr; the CLI prints its own progress and errors.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     try:
         if address == "local":
             ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
@@ -223,9 +226,10 @@ def run(
 
 
 def _dataset(ray, config, partners, info, options, todo):  # noqa: ANN001, ANN202 - ray objects
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its execution plan lines; the CLI reports
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the CLI shows its own
-    context.max_errored_blocks = -1  # a batch that keeps failing becomes error rows, not a failed run
+    context.max_errored_blocks = -1  # a batch that fails for good becomes error rows, not a failed run
     threshold = config.threshold if config.threshold is not None else float(info.threshold)
     spec = config.tile_spec(info.tile_multiple, info.fixed_tile)
     actors, gpus = _actors(ray, options)
@@ -233,13 +237,12 @@ def _dataset(ray, config, partners, info, options, todo):  # noqa: ANN001, ANN20
     blocks = max(1, math.ceil(len(rows) / IMAGES_PER_BLOCK))
     return (
         ray.data.from_items(rows, override_num_blocks=blocks)
-        .map_batches(load_images, fn_kwargs={"config": config, "info": info}, batch_size=None, num_cpus=0.5,
-                     max_retries=RETRIES)
+        .map_batches(load_images, fn_kwargs={"config": config, "info": info}, batch_size=None, num_cpus=0.5)
         .map_batches(Segmenter, fn_constructor_kwargs={"options": options, "tta": config.tta, "spec": spec},
-                     batch_size=IMAGES_PER_ACTOR_CALL, concurrency=actors, num_cpus=1, num_gpus=gpus,
-                     max_restarts=-1, max_task_retries=RETRIES, scheduling_strategy="SPREAD")
+                     batch_size=IMAGES_PER_ACTOR_CALL, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
+                     num_gpus=gpus)
         .map_batches(write_images, fn_kwargs={"config": config, "threshold": threshold}, batch_size=None,
-                     num_cpus=0.5, max_retries=RETRIES)
+                     num_cpus=0.5)
     )
 
 
@@ -269,8 +272,8 @@ def _stream(ray, config, partners, info, options, ledger: Ledger, stop, on_resul
         return
     for item in ledger.todo:
         if item.name not in recorded:
-            lost = error_result(item, f"lost: the Ray worker doing it died {RETRIES + 1} times (out of memory? a "
-                                      "crashing decoder?); see Ray's logs, rerun the same command to retry")
+            lost = error_result(item, "lost: its Ray task failed (see Ray's logs under /tmp/ray); rerun the same "
+                                      "command to retry")
             ledger.writer.append(lost)
             report.add(lost)
             if on_result is not None:
