@@ -60,15 +60,14 @@ def test_a_worker_killed_mid_run_loses_nothing(one_process: Path, model_file: Pa
     cloudpickle.register_pickle_by_value(segment_fakes)  # the actors cannot import the tests folder
     marker = tmp_path / "killed"
     config = SegmentConfig(inputs=(one_process / "in",), out=one_process / "killed")
-    engine = open_engine(model_file, "auto", "cpu")
-    try:
-        info = engine.info
-    finally:
-        engine.close()
     seen: list[str] = []
     options = ray_data.RayOptions("local", model=model_file, hook=KillOnce(marker))
-    report = ray_data.run(config, pipeline.plan(config), info, options, threading.Event(),
-                          on_result=lambda result: seen.append(result.image))
+    engine = open_engine(model_file, "auto", "cpu")  # the driver's: it describes the model
+    try:
+        report = ray_data.run(config, pipeline.plan(config), engine, options, threading.Event(),
+                              on_result=lambda result: seen.append(result.image))
+    finally:
+        engine.close()
     assert marker.read_text().strip(), "the hook never killed a worker"
     assert (report.done, report.failed, report.exit_code) == (4, 0, 0)
     assert sorted(seen) == sorted(set(seen)) and len(seen) == 4  # each image recorded once

@@ -8,15 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vesselcli.report import CsvMismatchError, ImageResult, Report, ResultsWriter, columns, read_rows
+from vesselcli.report import COLUMNS, CsvMismatchError, ImageResult, Report, ResultsWriter, read_rows
 
 
-def test_columns_are_exactly_those_of_the_issue() -> None:
-    assert columns(False) == ("image", "width", "height", "fov_pixels", "vessel_pixels", "vessel_density",
-                              "seconds", "status", "error")
-    assert columns(True) == ("image", "width", "height", "fov_pixels", "vessel_pixels", "vessel_density",
-                             "iou", "dice", "sensitivity", "specificity", "accuracy", "auc",
-                             "seconds", "status", "error")
+def test_every_run_has_the_one_header_of_the_readme() -> None:
+    assert COLUMNS == ("image", "width", "height", "fov_pixels", "vessel_pixels", "vessel_density",
+                       "iou", "dice", "sensitivity", "specificity", "accuracy", "auc",
+                       "seconds", "status", "error")
+    # a row without ground truth has every column, the figure cells empty
+    row = ImageResult("a.png", "ok", 1.0, 565, 584, 1000, 120).row()
+    assert tuple(row) == COLUMNS
+    assert [row[c] for c in ("iou", "dice", "sensitivity", "specificity", "accuracy", "auc")] == [""] * 6
 
 
 def ok(name: str, **figures: float) -> ImageResult:
@@ -25,7 +27,7 @@ def ok(name: str, **figures: float) -> ImageResult:
 
 def test_a_row_holds_density_figures_and_a_one_line_error(tmp_path: Path) -> None:
     path = tmp_path / "results.csv"
-    writer = ResultsWriter(path, columns(True), [])
+    writer = ResultsWriter(path, [])
     writer.append(ok("a.png", iou=0.5, dice=2 / 3, sensitivity=1.0, specificity=0.9, accuracy=0.95, auc=float("nan")))
     writer.append(ImageResult("b, \"odd\".png", "error", 0.01, error="broken\nfile:\tdamaged"))
     writer.close()
@@ -39,25 +41,28 @@ def test_a_row_holds_density_figures_and_a_one_line_error(tmp_path: Path) -> Non
 
 def test_each_row_is_on_disk_as_soon_as_it_is_appended(tmp_path: Path) -> None:
     path = tmp_path / "results.csv"
-    writer = ResultsWriter(path, columns(False), [])
+    writer = ResultsWriter(path, [])
     writer.append(ok("a.png"))
-    assert [r["image"] for r in read_rows(path, columns(False))] == ["a.png"]  # before close
+    assert [r["image"] for r in read_rows(path)] == ["a.png"]  # before close
     writer.close()
 
 
 def test_a_torn_last_line_and_short_rows_are_ignored_when_resuming(tmp_path: Path) -> None:
     path = tmp_path / "results.csv"
-    header = ",".join(columns(False))
-    path.write_text(f"{header}\na.png,565,584,1000,120,0.12,1.0,ok,\nshort,row\nb.png,565,584,10")
-    assert [r["image"] for r in read_rows(path, columns(False))] == ["a.png"]
+    header = ",".join(COLUMNS)
+    path.write_text(f"{header}\na.png,565,584,1000,120,0.12,,,,,,,1.0,ok,\nshort,row\nb.png,565,584,10")
+    assert [r["image"] for r in read_rows(path)] == ["a.png"]
 
 
-def test_a_csv_of_a_run_with_other_columns_is_refused_with_advice(tmp_path: Path) -> None:
+def test_a_csv_of_an_older_version_is_refused_with_what_differs_and_advice(tmp_path: Path) -> None:
     path = tmp_path / "results.csv"
-    ResultsWriter(path, columns(True), []).close()
-    with pytest.raises(CsvMismatchError, match="--overwrite"):
-        read_rows(path, columns(False))
-    assert read_rows(tmp_path / "none.csv", columns(False)) == []
+    old_header = ("image", "width", "height", "fov_pixels", "vessel_pixels", "vessel_density", "seconds", "status", "error")
+    path.write_text(",".join(old_header) + "\na.png,565,584,1000,120,0.12,1.0,ok,\n")
+    with pytest.raises(CsvMismatchError, match="not written by this version") as caught:
+        read_rows(path)
+    assert "it lacks iou,dice,sensitivity,specificity,accuracy,auc" in str(caught.value)
+    assert "--overwrite" in str(caught.value) and "another --out" in str(caught.value)
+    assert read_rows(tmp_path / "none.csv") == []
 
 
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r"), max_size=20)
@@ -68,14 +73,13 @@ text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_ch
        errors=st.lists(text, min_size=6, max_size=6), kept=st.integers(0, 6))
 def test_rows_round_trip_through_the_file(tmp_path_factory, names, errors, kept) -> None:
     path = tmp_path_factory.mktemp("csv") / "results.csv"
-    header = columns(True)
     old = [ImageResult(n, "error", 0.5, error=e).row() for n, e in zip(names, errors)][:kept]
-    writer = ResultsWriter(path, header, old)
+    writer = ResultsWriter(path, old)
     fresh = [ok(f"new-{n}", iou=0.25, dice=0.4, sensitivity=0.5, specificity=0.75, accuracy=0.8, auc=0.9) for n in names]
     for result in fresh:
         writer.append(result)
     writer.close()
-    back = read_rows(path, header)
+    back = read_rows(path)
     assert back == old + [r.row() for r in fresh]
 
 
@@ -115,26 +119,26 @@ def test_a_results_file_cut_anywhere_reads_back_as_whole_rows(tmp_path_factory, 
 
     items = assign_names([Source(Path("/in") / os.fsdecode(r), Path("/in"), os.fsdecode(r)) for r in raw])
     path = tmp_path_factory.mktemp("csv") / "results.csv"
-    writer = ResultsWriter(path, columns(False), [])
+    writer = ResultsWriter(path, [])
     results = [ok(item.name) for item in items] + [ImageResult("x", "error", 0.1, error=f"bad {items[0].name}\n")]
     for result in results:
         writer.append(result)
     writer.close()
     whole = [r.row() for r in results]
-    assert read_rows(path, columns(False)) == [{c: row[c] for c in columns(False)} for row in whole]
+    assert read_rows(path) == [row for row in whole]
     data = path.read_bytes()
     header_end = data.index(b"\n") + 1  # the header is written whole, atomically, with the kept rows
     path.write_bytes(data[: header_end + int((len(data) - header_end) * cut)])
-    back = read_rows(path, columns(False))
-    assert back == [{c: row[c] for c in columns(False)} for row in whole[: len(back)]]
+    back = read_rows(path)
+    assert back == [row for row in whole[: len(back)]]
 
 
 def test_a_row_cut_inside_a_multibyte_character_is_dropped_not_fatal(tmp_path: Path) -> None:
     path = tmp_path / "results.csv"
-    writer = ResultsWriter(path, columns(False), [])
+    writer = ResultsWriter(path, [])
     writer.append(ok("a.png"))
     writer.append(ok("ünïcode.png"))
     writer.close()
     data = path.read_bytes()
     path.write_bytes(data[: data.index("ü".encode()) + 1])  # a crash mid-character
-    assert [r["image"] for r in read_rows(path, columns(False))] == ["a.png"]
+    assert [r["image"] for r in read_rows(path)] == ["a.png"]

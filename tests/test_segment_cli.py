@@ -22,7 +22,7 @@ from vesselcli.cli.segment import segment
 from vesselcli.imageio import read_grey, read_mask
 from vesselcli.lock import OutputLock
 from vesselcli.metrics import confusion, dice
-from vesselcli.report import columns
+from vesselcli.report import COLUMNS
 
 DICE_FLOOR = 0.78  # per image, inside the FOV, against 1st_manual (human agreement is ~0.79)
 
@@ -44,7 +44,7 @@ def test_golden_run_on_drive_images_meets_the_dice_floor(tmp_path: Path, drive_r
     result = invoke(*images, "--out", tmp_path / "out", "--gt", test / "1st_manual", "--model", model_file)
     assert result.exit_code == 0, result.output
     header, table = read_csv(tmp_path / "out" / "results.csv")
-    assert tuple(header) == columns(True)
+    assert tuple(header) == COLUMNS
     assert [r["image"] for r in sorted(table, key=lambda r: r["image"])] == [p.name for p in images]
     for row in table:
         assert row["status"] == "ok" and float(row["dice"]) >= DICE_FLOOR, row

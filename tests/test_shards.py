@@ -19,8 +19,8 @@ from vesselcli import pipeline
 from vesselcli.cli import main
 from vesselcli.config import SegmentConfig
 from vesselcli.lock import LockedError
-from vesselcli.run.ledger import SettingsChangedError
 from vesselcli.run.merge import MergeError, merge
+from vesselcli.runrecord import SettingsMismatchError
 from vesselcli.run.shards import Shard, ShardError, parse_shard, select, shard_from_env, shard_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,11 +72,8 @@ def config(tmp_path: Path, out: str, shard: Shard | None = None, **options) -> S
                          shard=shard, **options)
 
 
-SETTINGS = {"threshold": 0.5, "tile_size": 64}
-
-
-def run(cfg: SegmentConfig, settings: dict = SETTINGS, **kwargs):
-    return pipeline.run(cfg, pipeline.plan(cfg), DarkIsVessel(), settings=settings, **kwargs)
+def run(cfg: SegmentConfig, **kwargs):
+    return pipeline.run(cfg, pipeline.plan(cfg), DarkIsVessel(), **kwargs)
 
 
 def test_shards_merged_equal_one_process_and_record_what_they_did(tmp_path: Path) -> None:
@@ -87,13 +84,14 @@ def test_shards_merged_equal_one_process_and_record_what_they_did(tmp_path: Path
     out = tmp_path / "sharded"
     assert not (out / "results.csv").exists()  # only parts until merged
     record = json.loads((out / "parts" / "run-1-of-3.json").read_text())
-    assert record["shard"] == "1/3" and record["complete"] and record["settings"] == SETTINGS
+    assert record["shard"] == "1/3" and record["complete"] and record["settings"]["threshold"] == 0.5
     assert all(shard_of(name, 3) == 1 for _, name in record["images"])
     report, count = merge(out)
     assert (report.done, report.failed, count) == (8, 0, 3)
     assert_same_outputs(tmp_path / "one", out)
     summary = json.loads((out / "run.json").read_text())
-    assert summary["settings"] == SETTINGS and summary["counts"] == {"done": 8, "failed": 0, "skipped": 0}
+    assert summary["settings"] == record["settings"] and summary["counts"] == {"done": 8, "failed": 0, "skipped": 0}
+    assert summary["shards"] == 3 and summary["engine"] == "fake"
 
 
 def test_a_shard_resumes_alone_and_merge_refuses_it_until_complete(tmp_path: Path) -> None:
@@ -128,7 +126,7 @@ def test_merge_refuses_a_missing_or_duplicated_shard_and_writes_nothing(tmp_path
 def test_merge_refuses_other_settings_and_mixed_shard_counts(tmp_path: Path) -> None:
     images(tmp_path)
     run(config(tmp_path, "out", Shard(0, 2)))
-    run(config(tmp_path, "out", Shard(1, 2)), settings={"threshold": 0.6, "tile_size": 64})
+    run(config(tmp_path, "out", Shard(1, 2), threshold=0.6))
     with pytest.raises(MergeError, match=r"shard 1/2 ran with other settings than shard 0/2 \(threshold: 0.5 vs 0.6\)"):
         merge(tmp_path / "out")
     run(config(tmp_path, "out", Shard(2, 3)))
@@ -139,9 +137,9 @@ def test_merge_refuses_other_settings_and_mixed_shard_counts(tmp_path: Path) -> 
 def test_a_shard_resumed_with_other_settings_is_refused_unless_overwrite(tmp_path: Path) -> None:
     images(tmp_path)
     run(config(tmp_path, "out", Shard(0, 2)))
-    with pytest.raises(SettingsChangedError, match=r"threshold: 0.5 -> 0.7.*--overwrite"):
-        run(config(tmp_path, "out", Shard(0, 2)), settings={"threshold": 0.7, "tile_size": 64})
-    assert run(config(tmp_path, "out", Shard(0, 2), overwrite=True), settings={"threshold": 0.7, "tile_size": 64}).done
+    with pytest.raises(SettingsMismatchError, match=r"shard 0/2 .*threshold: 0.5 -> 0.7.*--overwrite"):
+        run(config(tmp_path, "out", Shard(0, 2), threshold=0.7))
+    assert run(config(tmp_path, "out", Shard(0, 2), threshold=0.7, overwrite=True)).done
 
 
 def test_shards_share_the_output_folder_but_not_with_a_whole_run_or_themselves(tmp_path: Path) -> None:

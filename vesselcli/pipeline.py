@@ -13,9 +13,11 @@ Setting ``stop`` (the CLI does on SIGINT/SIGTERM) stops taking new images: image
 the engine finish and are written, images read but not yet tiled are dropped unwritten, and
 the CSV stays whole. A full or read-only disk stops the run the same way (``Report.fatal``).
 
-Resuming, locking and the results file (``results.csv``, or a shard's part) are the
-ledger's (``vesselcli.run.ledger``), shared with the shard and Ray paths; so are the
-per-image steps at the end of this module (``load_one``, ``finish_one``).
+Resuming, locking, the results file (``results.csv``, or a shard's part) and the run's
+record (``OUT/run.json``: only a run with the recorded settings resumes, see
+``vesselcli.runrecord``) are the ledger's (``vesselcli.run.ledger``), shared with the shard
+and Ray paths; so are the per-image steps at the end of this module (``load_one``,
+``finish_one``).
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ from .preprocess import Preprocessing
 from .report import ImageResult, Report, ResultsWriter
 from .run.ledger import open_ledger
 from .run.shards import shard_of
+from .runrecord import output_settings
 from .stages import Job, Partners, StageError, error_result, finish, load, write
 from .tiling import flip_averaged, stream_tiled
 
@@ -122,22 +125,45 @@ def run(
     stop: threading.Event | None = None,
     on_start: Callable[[Report], None] | None = None,
     on_result: Callable[[ImageResult], None] | None = None,
-    settings: Mapping[str, Any] | None = None,
+    options: dict[str, object] | None = None,
 ) -> Report:
     """Segment the planned images into ``config.out``; returns the run's ``Report``.
 
-    Raises ``LockedError`` when another run holds the output folder, ``CsvMismatchError``
-    when an existing results.csv has other columns, ``SettingsChangedError`` when a shard
-    resumes with other ``settings``, ``OSError`` when the output folder cannot be created.
-    ``on_start`` sees the report once the images to skip are known; ``on_result`` is called
-    (from worker threads, one call at a time) for every image done.
+    Raises ``LockedError`` when another run holds the output folder, ``SettingsMismatchError``
+    when OUT (or this shard's part) holds outputs made with other settings (and not
+    ``overwrite``), ``CsvMismatchError`` when an existing results.csv has other columns,
+    ``OSError`` when the output folder cannot be created. ``on_start`` sees the report once
+    the images to skip are known; ``on_result`` is called (from worker threads, one call at a
+    time) for every image done. ``options``: every CLI option, recorded in run.json as given.
     """
     stop = stop or threading.Event()
-    with open_ledger(config, the_plan.items, the_plan.positions or None, settings) as ledger:
+    settings = run_settings(config, engine)
+    with open_ledger(config, the_plan.items, the_plan.positions, settings, engine.name, engine.device,
+                     options) as ledger:
         if on_start is not None:
             on_start(ledger.report)
         _Run(config, the_plan, engine, stop, ledger.paths, ledger.writer, ledger.report, on_result).go(ledger.todo)
     return ledger.report
+
+
+def run_settings(config: SegmentConfig, engine: Engine) -> dict[str, object]:
+    """The ``settings`` of run.json for this configuration on this engine (see ``runrecord``)."""
+    threshold = config.threshold if config.threshold is not None else float(engine.info.threshold)
+    spec = config.tile_spec(engine.info.tile_multiple, engine.info.fixed_tile)
+    return output_settings(
+        model=getattr(engine, "path", None),
+        threshold=threshold,
+        fov_diameter=engine.info.preprocessing.fov_diameter,
+        precision=getattr(engine, "precision", "fp32"),
+        tile_size=spec.size,
+        tile_overlap=spec.overlap,
+        tta=config.tta,
+        gt_dir=config.gt_dir,
+        gt_pattern=config.gt_pattern,
+        fov_dir=config.fov_dir,
+        overlays=config.overlays,
+        probabilities=config.save_probabilities,
+    )
 
 
 class _Run:

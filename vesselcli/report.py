@@ -1,11 +1,10 @@
 """``results.csv`` and the run's tally.
 
 One row per input image, written and flushed as each image finishes, so an interrupted run
-leaves a CSV whose every line is whole. Columns (``columns``): ``image``, ``width``,
-``height``, ``fov_pixels``, ``vessel_pixels``, ``vessel_density``, then with ground truth
-``iou``, ``dice``, ``sensitivity``, ``specificity``, ``accuracy``, ``auc``, then ``seconds``,
-``status`` (``ok`` / ``error``) and ``error``. Figures the image has not got (an error row,
-an image without an annotation, an AUC of an annotation with no vessel) are left empty.
+leaves a CSV whose every line is whole. Every run writes the same columns, ``COLUMNS``, with
+or without ground truth, so the CSVs of several runs or shards concatenate: the groups below
+in this order. Figures the image has not got (an error row, a run without ``--gt``, an image
+without an annotation, an AUC of an annotation with no vessel) are empty cells.
 
 ``Report`` counts what a run did; the CLI's exit code is derived from it.
 """
@@ -22,14 +21,17 @@ from typing import BinaryIO
 
 from .imageio import write_atomic
 
-BASE_COLUMNS = ("image", "width", "height", "fov_pixels", "vessel_pixels", "vessel_density")
+#: Which image: its name (path relative to its input root) and size after EXIF orientation.
+IMAGE_COLUMNS = ("image", "width", "height")
+#: The mask inside the field of view.
+MASK_COLUMNS = ("fov_pixels", "vessel_pixels", "vessel_density")
+#: The mask against the annotation, inside the FOV (with ``--gt``).
 GT_COLUMNS = ("iou", "dice", "sensitivity", "specificity", "accuracy", "auc")
+#: How the image went.
 TAIL_COLUMNS = ("seconds", "status", "error")
-
-
-def columns(with_truth: bool) -> tuple[str, ...]:
-    """The CSV header of a run with or without ground truth."""
-    return BASE_COLUMNS + (GT_COLUMNS if with_truth else ()) + TAIL_COLUMNS
+#: The one header of every results.csv (groups that other issues add go in between, in the
+#: README's order: metadata after IMAGE_COLUMNS, morphology after MASK_COLUMNS).
+COLUMNS = IMAGE_COLUMNS + MASK_COLUMNS + GT_COLUMNS + TAIL_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class ImageResult:
         return self.vessel_pixels / self.fov_pixels
 
     def row(self) -> dict[str, str]:
-        """The CSV cells of this result (every column of ``columns(True)``)."""
+        """The CSV cells of this result, one per column of ``COLUMNS`` (empty where it has no figure)."""
         def number(value: float | None, digits: int = 6) -> str:
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 return ""
@@ -72,20 +74,20 @@ class ImageResult:
         }
         for name in GT_COLUMNS:
             cells[name] = number((self.figures or {}).get(name))
-        return cells
+        return {name: cells[name] for name in COLUMNS}
 
 
 class CsvMismatchError(ValueError):
-    """An existing results.csv has other columns than this run would write."""
+    """An existing results.csv is not one this version writes (other columns, or not ours)."""
 
 
-def read_rows(path: Path, expected: tuple[str, ...]) -> list[dict[str, str]]:
+def read_rows(path: Path, expected: tuple[str, ...] = COLUMNS) -> list[dict[str, str]]:
     """Rows of an existing results file; [] when there is none.
 
     A last line without its newline (a write cut short by a crash) is ignored, so is any row
     with the wrong number of cells. ``CsvMismatchError`` when the header differs from
-    ``expected`` (the previous run had ground truth and this one not, or the reverse) or the
-    file is not a results file at all (not UTF-8, no header line).
+    ``expected`` (a results.csv of an older vesselseg, whose columns depended on ``--gt``)
+    or the file is not a results file at all (not UTF-8, no header line).
     """
     try:
         data = Path(path).read_bytes()
@@ -110,9 +112,15 @@ def read_rows(path: Path, expected: tuple[str, ...]) -> list[dict[str, str]]:
     if header is None:
         return []
     if tuple(header) != expected:
+        missing = [c for c in expected if c not in header]
+        extra = [c for c in header if c not in expected]
+        what = "; ".join(part for part in (
+            f"it lacks {','.join(missing)}" if missing else "",
+            f"it has {','.join(extra)} besides" if extra else "",
+        ) if part) or "its columns are in another order"
         raise CsvMismatchError(
-            f"{path} has the columns {','.join(header)} but this run writes {','.join(expected)} "
-            "(ground truth given in one run and not the other); pass --overwrite to start it afresh "
+            f"{path} was not written by this version of vesselseg ({what}; this version writes "
+            f"{','.join(expected)}); pass --overwrite to redo its images into the current columns "
             "or choose another --out"
         )
     return [dict(zip(header, cells)) for cells in reader if len(cells) == len(header)]
@@ -124,7 +132,7 @@ def _line(cells: list[str]) -> str:
     return buffer.getvalue()
 
 
-def rewrite_in_order(path: Path, header: tuple[str, ...], names: list[str]) -> None:
+def rewrite_in_order(path: Path, names: list[str], header: tuple[str, ...] = COLUMNS) -> None:
     """Rewrite a results file atomically with its rows in the order of ``names``.
 
     Rows of images not in ``names`` (kept from an earlier run over other inputs) follow, in
@@ -134,10 +142,10 @@ def rewrite_in_order(path: Path, header: tuple[str, ...], names: list[str]) -> N
     rows = read_rows(path, header)
     place = {name: i for i, name in enumerate(names)}
     rows.sort(key=lambda row: place.get(row["image"], len(place)))  # stable: the others keep their order
-    write_rows(path, header, rows)
+    write_rows(path, rows, header)
 
 
-def write_rows(path: Path, header: tuple[str, ...], rows: list[dict[str, str]]) -> None:
+def write_rows(path: Path, rows: list[dict[str, str]], header: tuple[str, ...] = COLUMNS) -> None:
     """Write a whole results file (header, then ``rows``) atomically."""
     text = _line(list(header)) + "".join(_line([row.get(c, "") for c in header]) for row in rows)
     write_atomic(path, text.encode("utf-8", "backslashreplace"))
@@ -150,7 +158,7 @@ class ResultsWriter:
     run (the rows of images this run redoes are dropped, so no image has two rows).
     """
 
-    def __init__(self, path: Path, header: tuple[str, ...], kept: list[dict[str, str]]) -> None:
+    def __init__(self, path: Path, kept: list[dict[str, str]], header: tuple[str, ...] = COLUMNS) -> None:
         self.path = path
         self.header = header
         text = _line(list(header)) + "".join(_line([row.get(c, "") for c in header]) for row in kept)

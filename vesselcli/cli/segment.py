@@ -4,13 +4,13 @@ A thin click layer: options are checked by click types and callbacks, gathered i
 ``SegmentConfig``, and handed to ``vesselcli.pipeline`` with the engine ``--model`` /
 ``--engine`` / ``--device`` choose. Exit code: 0 every image done, 1 some failed (one line
 each on stderr), an input folder could not be listed or the run stopped on a full disk, 2
-usage errors (no images, unreadable model, bad option, OUT busy with another run), 128+N
+usage errors (no images, unreadable model, bad option, OUT busy with another run, OUT made
+with other settings: see ``vesselcli.runrecord``), 128+N
 when stopped by signal N (SIGINT 130, SIGTERM 143): rerunning the same command then
 finishes the rest.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import sys
@@ -18,7 +18,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import click
 from rich import box
@@ -29,18 +29,16 @@ from rich.text import Text
 
 from .. import pipeline
 from ..config import DEFAULT_BATCH_SIZE, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, DEFAULT_WORKERS, SegmentConfig
-from ..engines.base import ModelInfo
 from ..engines.errors import ModelError
 from ..engines.select import ENGINES
 from ..imageio import DEFAULT_MAX_PIXELS
 from ..lock import LockedError
 from ..report import CsvMismatchError, ImageResult, Report
 from ..run import ray_data
-from ..run.ledger import SettingsChangedError
 from ..run.parts import PartPaths
 from ..run.ray_data import RayOptions
 from ..run.shards import Shard, ShardError, parse_shard
-from ..tiling import TileSpec
+from ..runrecord import SettingsMismatchError
 
 
 class Refused(click.ClickException):
@@ -145,7 +143,8 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
 @click.option("--tta", is_flag=True, help="Average the four flips of each tile (4x slower, slightly smoother).")
 @click.option("--save-probabilities", is_flag=True, help="Also write 8-bit vessel probability maps.")
 @click.option("--no-overlays", is_flag=True, help="Do not write overlays.")
-@click.option("--overwrite", is_flag=True, help="Redo every image (default: skip those already done).")
+@click.option("--overwrite", is_flag=True,
+              help="Redo every image with these settings (default: skip those already done; other settings are refused).")
 @click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
               help="Refuse images larger than this many pixels before decoding them.")
 @click.option("--shard", callback=_check_shard, metavar="I/N|auto",
@@ -185,21 +184,33 @@ def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: P
         shard=shard,
     )
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    options = _plain(click.get_current_context().params)
     ray = None if ray_address is None else RayOptions(ray_address, ray_actors, model, engine, device)
     try:
-        code = _segment(config, model, engine, device, err, quiet, ray)
+        code = _segment(config, model, engine, device, err, quiet, options, ray)
     except KeyboardInterrupt:  # Ctrl-C while finding images or loading the model: nothing written yet
         err.print("interrupted before any image was segmented", markup=False)
         code = 128 + signal.SIGINT
     click.get_current_context().exit(code)
 
 
+def _plain(value: object) -> object:
+    """CLI option values as JSON types: paths and shards as strings, tuples as lists."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (Path, Shard)):
+        return str(value)
+    return value
+
+
 def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str, err: Console, quiet: bool,
-             ray: RayOptions | None = None) -> int:
+             options: dict, ray: RayOptions | None = None) -> int:
     """Plan, open the engine, run; returns the exit code (usage errors raise click exceptions).
 
-    With ``ray`` the engine opened here (on the CPU) only describes the model; Ray's actors
-    open their own.
+    With ``ray`` the engine opened here (on the CPU) only describes the model (and its
+    settings); Ray's actors open their own.
     """
     try:
         the_plan = pipeline.plan(config)
@@ -213,11 +224,10 @@ def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str
         raise click.UsageError(f"cannot use the model: {exc}") from None
     try:
         try:
-            spec = config.tile_spec(the_engine.info.tile_multiple, the_engine.info.fixed_tile)
+            config.tile_spec(the_engine.info.tile_multiple, the_engine.info.fixed_tile)
         except ValueError as exc:
             raise click.UsageError(f"cannot tile for this model: {exc}") from None
-        settings = run_settings(config, the_engine.info, spec, model)
-        report, seconds = _run(config, the_plan, the_engine, err, quiet, settings, ray)
+        report, seconds = _run(config, the_plan, the_engine, err, quiet, options, ray)
     finally:
         the_engine.close()
     if not quiet:
@@ -229,34 +239,8 @@ def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str
     return report.exit_code
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def run_settings(config: SegmentConfig, info: ModelInfo, spec: TileSpec, model: Path | None) -> dict[str, Any]:
-    """The flat dict of what shapes a run's outputs, recorded by each shard and compared by merge."""
-    return {
-        "model": None if model is None else os.path.abspath(model),
-        "model_sha256": None if model is None else _file_sha256(model),
-        "threshold": float(config.threshold if config.threshold is not None else info.threshold),
-        "scale_fov_diameter_px": float(info.preprocessing.fov_diameter),
-        "tile_size": spec.size,
-        "tile_overlap": spec.overlap,
-        "tta": config.tta,
-        "gt": None if config.gt_dir is None else os.path.abspath(config.gt_dir),
-        "gt_pattern": config.gt_pattern,
-        "fov": None if config.fov_dir is None else os.path.abspath(config.fov_dir),
-        "overlays": config.overlays,
-        "probabilities": config.save_probabilities,
-    }
-
-
 def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, quiet: bool,  # noqa: ANN001
-         settings: dict[str, Any], ray: RayOptions | None) -> tuple[Report, float]:
+         options: dict, ray: RayOptions | None) -> tuple[Report, float]:
     """Run the pipeline under a progress bar and the signal handlers; (report, seconds it ran)."""
     for line in the_plan.unlisted:
         err.print(f"warning: {line}; the images in it are not included", markup=False)
@@ -298,17 +282,15 @@ def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, q
         try:
             if ray is None:
                 report = pipeline.run(config, the_plan, engine, stop, on_start=on_start, on_result=on_result,
-                                      settings=settings)
+                                      options=options)
             else:
-                report = ray_data.run(config, the_plan, engine.info, ray, stop, on_start=on_start,
-                                      on_result=on_result, settings=settings)
+                report = ray_data.run(config, the_plan, engine, ray, stop, on_start=on_start,
+                                      on_result=on_result, options=options)
         except ray_data.RayError as exc:
-            raise Refused(str(exc)) from None
-        except SettingsChangedError as exc:
             raise Refused(str(exc)) from None
         except LockedError as exc:
             raise Refused(str(exc)) from None
-        except CsvMismatchError as exc:
+        except (CsvMismatchError, SettingsMismatchError) as exc:
             raise Refused(str(exc)) from None
         except OSError as exc:
             raise Refused(f"cannot write into {config.out}: {exc.strerror or exc}; choose a writable --out") from None

@@ -3,12 +3,15 @@ already done (resume), the results file and, for a shard, its record in ``OUT/pa
 
 ``open_ledger`` is entered once per run around whatever segments the images::
 
-    with open_ledger(config, items, positions, settings) as ledger:
+    with open_ledger(config, items, positions, settings, engine, device, options) as ledger:
         ...  # segment ledger.todo, append each ImageResult to ledger.writer, add it to ledger.report
 
-A whole run holds ``OUT/.vesselseg.lock`` exclusively and writes ``OUT/results.csv``; shard
-I of N holds that lock shared and ``OUT/parts/.lock-I-of-N`` exclusively, and writes
-``OUT/parts/results-I-of-N.csv`` and ``OUT/parts/run-I-of-N.json``. An image is done when its
+A whole run holds ``OUT/.vesselseg.lock`` exclusively and writes ``OUT/results.csv`` and
+``OUT/run.json`` (``vesselcli.runrecord``); shard I of N holds that lock shared and
+``OUT/parts/.lock-I-of-N`` exclusively, and writes ``OUT/parts/results-I-of-N.csv`` and
+``OUT/parts/run-I-of-N.json`` (the same record, with the shard's images; see
+``vesselcli.run.parts``). A run with other settings than recorded is refused unless
+``overwrite``. An image is done when its
 mask exists and the results file has an ``ok`` row for it; the rows of images redone are
 dropped first, so no image gets two rows. When the run ends (finished, stopped or
 interrupted, not on a full disk) the results file is rewritten in input order, so it is the
@@ -23,16 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from .. import __version__
 from ..config import SegmentConfig
 from ..discover import Item, OutputPaths
 from ..lock import OutputLock
-from ..report import Report, ResultsWriter, columns, read_rows, rewrite_in_order
+from ..report import Report, ResultsWriter, read_rows, rewrite_in_order
+from ..runrecord import SettingsMismatchError, check_settings, differences, new_record, now, write_run
 from .parts import PartPaths, read_manifest, write_manifest
-
-
-class SettingsChangedError(ValueError):
-    """A shard resumed with other settings than it started with; the message lists them."""
 
 
 @dataclass
@@ -64,20 +63,14 @@ def remove_stale_temporaries(out: Path) -> None:
                     pass
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _check_settings(part: PartPaths, record: Mapping[str, Any] | None, settings: Mapping[str, Any]) -> None:
-    if record is None:
-        return
-    old = record.get("settings") or {}
-    changed = [k for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)]
+def _check_part(part: PartPaths, record: Mapping[str, Any] | None, settings: Mapping[str, Any]) -> None:
+    old = (record or {}).get("settings")
+    changed = differences(old, settings) if isinstance(old, dict) else []
     if changed:
-        shown = "; ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in changed)
-        raise SettingsChangedError(
+        shown = "; ".join(f"{name}: {before!r} -> {after!r}" for name, before, after in changed)
+        raise SettingsMismatchError(
             f"shard {part.shard} in {part.out} was started with other settings ({shown}); rerun it with the "
-            "same options, or pass --overwrite to redo this shard (then redo the others too so that merge accepts them)"
+            "same options, or pass --overwrite to redo this shard (and the others, so that merge accepts them)"
         )
 
 
@@ -85,15 +78,19 @@ def _check_settings(part: PartPaths, record: Mapping[str, Any] | None, settings:
 def open_ledger(
     config: SegmentConfig,
     items: Sequence[Item],
-    positions: Sequence[int] | None = None,
+    positions: Sequence[int] = (),
     settings: Mapping[str, Any] | None = None,
+    engine: str = "",
+    device: str = "",
+    options: Mapping[str, Any] | None = None,
 ) -> Iterator[Ledger]:
-    """Lock OUT, work out what to do and open the results file (see the module docstring).
+    """Lock OUT, work out what to do, record the run and open the results file (module docstring).
 
     ``items``: the images of this run (of this shard) in input order; ``positions``: each
-    one's place in the whole input listing (default 0, 1, ...); ``settings``: the flat dict
-    of what shapes the outputs, recorded for a shard. Raises ``LockedError``,
-    ``CsvMismatchError``, ``SettingsChangedError`` or ``OSError`` before anything is written.
+    one's place in the whole input listing (empty: 0, 1, ...); ``settings``: the flat dict of
+    what shapes the outputs (``runrecord.output_settings``); ``engine``, ``device``,
+    ``options``: recorded beside them. Raises ``LockedError``, ``SettingsMismatchError``,
+    ``CsvMismatchError`` or ``OSError`` before any output is written.
     """
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,33 +101,39 @@ def open_ledger(
         stack.enter_context(OutputLock(paths.lock, shared=part is not None))
         if part is not None:
             stack.enter_context(OutputLock(part.lock))
-            if not config.overwrite:
-                _check_settings(part, read_manifest(part.manifest), settings)
         else:
             remove_stale_temporaries(out)
         csv_path = part.csv if part is not None else paths.csv
-        header = columns(config.gt_dir is not None)
-        rows = [] if config.overwrite else read_rows(csv_path, header)
+        rows = [] if config.overwrite else read_rows(csv_path)
+        if not config.overwrite:
+            if part is not None:
+                _check_part(part, read_manifest(part.manifest), settings)
+            # a shard checks OUT's record too: a whole run or a merge with other settings may have made it
+            check_settings(out, settings, results_exist=paths.csv.is_file() and paths.csv.stat().st_size > 0)
         ok_names = {r["image"] for r in rows if r.get("status") == "ok"}
         todo = [i for i in items if config.overwrite or not _is_done(i, ok_names, paths)]
         redo = {i.name for i in todo}
         kept = list({r["image"]: r for r in rows if r["image"] not in redo}.values())
         report = Report(total=len(items), skipped=len(items) - len(todo))
-        record: dict[str, Any] = {}
+        record = new_record(settings, engine, device, options or {})
         if part is not None:
-            where = list(positions) if positions is not None else list(range(len(items)))
-            record = {"shard": str(part.shard), "version": __version__, "settings": settings,
-                      "images": [[p, i.name] for p, i in zip(where, items)], "complete": False,
-                      "started": _now(), "finished": None}
-            write_manifest(part.manifest, record)
-        writer = ResultsWriter(csv_path, header, kept)
+            where = list(positions) if positions else list(range(len(items)))
+            record.update(shard=str(part.shard), complete=False, images=[[p, i.name] for p, i in zip(where, items)])
+        save = (lambda r: write_manifest(part.manifest, r)) if part is not None else (lambda r: write_run(out, r))
+        started = time.monotonic()
+        save(record)  # before any output: whatever is in OUT from now on was made with these settings
+        writer = ResultsWriter(csv_path, kept)
         try:
             yield Ledger(paths, csv_path, todo, report, writer)
         finally:
             writer.close()
-            if not report.fatal:
-                rewrite_in_order(csv_path, header, [i.name for i in items])
+            record.update(finished=now(), duration_s=round(time.monotonic() - started, 3),
+                          counts={"done": report.done, "failed": report.failed, "skipped": report.skipped})
             if part is not None:
-                record.update(complete=report.remaining == 0 and not report.fatal, finished=_now(),
-                              counts={"done": report.done, "failed": report.failed, "skipped": report.skipped})
-                write_manifest(part.manifest, record)
+                record["complete"] = report.remaining == 0 and not report.fatal
+            try:
+                if not report.fatal:
+                    rewrite_in_order(csv_path, [i.name for i in items])
+                save(record)
+            except OSError:
+                pass  # a full disk: the record written at the start still holds the settings

@@ -5,8 +5,8 @@ Checks before anything is written (each failure is one line naming the shard and
 - every shard record in ``OUT/parts`` has the same shard count N, and all N are there;
 - every shard is complete: it ended with a row for each image it listed, and no other rows;
 - no image twice: each image is listed by one shard only, the one its name hashes to;
-- the same run settings (model and its SHA-256, threshold, scale, tiling, outputs ...) and
-  the same columns in every part.
+- the same run settings (``vesselcli.runrecord``: the model's SHA-256, threshold, scale,
+  tiling, annotations, outputs ...; a model at another path with the same bytes is the same).
 
 Then the rows go into ``OUT/results.csv`` in the order of the whole input listing (the order
 a one-process run writes), and ``OUT/run.json`` records the settings, the counts and the
@@ -16,26 +16,22 @@ killed shards left.
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-import time
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
 from ..discover import OutputPaths
-from ..imageio import write_atomic
 from ..lock import OutputLock
 from ..report import CsvMismatchError, Report, read_rows, write_rows
+from ..runrecord import differences, now, write_run
 from .ledger import remove_stale_temporaries
 from .parts import PartError, PartPaths, find_manifests, read_manifest
 from .shards import Shard, shard_of
 
-RUN_FILE = "run.json"
 _SHOWN = 5  # problems of one kind listed before "and N more"
 
 
@@ -49,30 +45,18 @@ class Part:
 
     shard: Shard
     record: dict[str, Any]
-    header: tuple[str, ...]
     rows: list[dict[str, str]]
-
-
-def _header(path: Path) -> tuple[str, ...]:
-    try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            return tuple(next(csv.reader(io.StringIO(handle.readline())), ()))
-    except FileNotFoundError:
-        return ()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PartError(f"cannot read {path}: {exc}") from None
 
 
 def read_part(out: Path, shard: Shard) -> Part:
     """The record and rows of ``shard`` (no rows when its results file is missing)."""
     paths = PartPaths(out, shard)
     record = read_manifest(paths.manifest) or {}
-    header = _header(paths.csv)
     try:
-        rows = read_rows(paths.csv, header) if header else []
+        rows = read_rows(paths.csv)
     except CsvMismatchError as exc:
         raise PartError(str(exc)) from None
-    return Part(shard, record, header, rows)
+    return Part(shard, record, rows)
 
 
 def _listed(more: list[str]) -> list[str]:
@@ -116,10 +100,6 @@ def check_parts(parts: list[Part], count: int) -> list[str]:
              for name, shards in owners.items() if len(shards) > 1]
     problems += _listed(twice) + _listed(strays)
     problems += _differing_settings(parts)
-    headers = {p.header for p in parts if p.header}
-    if len(headers) > 1:
-        problems.append("the parts have different columns (ground truth given to some shards and not others); "
-                        "run every shard with the same options")
     return problems
 
 
@@ -130,10 +110,10 @@ def _differing_settings(parts: list[Part]) -> list[str]:
     base = first.record.get("settings") or {}
     found = []
     for part in parts[1:]:
-        other = part.record.get("settings") or {}
-        changed = [k for k in sorted(set(base) | set(other)) if base.get(k) != other.get(k)]
+        # the model may lie at another path on another node: the same bytes are the same model
+        changed = differences(base, part.record.get("settings") or {})
         if changed:
-            shown = "; ".join(f"{k}: {base.get(k)!r} vs {other.get(k)!r}" for k in changed)
+            shown = "; ".join(f"{name}: {before!r} vs {after!r}" for name, before, after in changed)
             found.append(f"shard {part.shard} ran with other settings than shard {first.shard} ({shown}); "
                          f"redo shard {part.shard} with the same options and --overwrite")
     return found
@@ -182,8 +162,7 @@ def merge(out: Path) -> tuple[Report, int]:
         if problems:
             raise MergeError("\n".join(problems))
         rows = _in_input_order(parts)
-        header = parts[0].header or ()
-        write_rows(paths.csv, header, rows)
+        write_rows(paths.csv, rows)
         report = report_of(rows)
         _write_run_record(out, parts, report)
         remove_stale_temporaries(out)
@@ -200,21 +179,25 @@ def _in_input_order(parts: list[Part]) -> list[dict[str, str]]:
 
 
 def _write_run_record(out: Path, parts: list[Part], report: Report) -> None:
+    """``OUT/run.json``: shard 0's record (settings, engine, options) with the whole run's times and counts."""
     started = [p.record["started"] for p in parts if p.record.get("started")]
     finished = [p.record["finished"] for p in parts if p.record.get("finished")]
-    record = {
-        "settings": parts[0].record.get("settings") or {},
-        "version": __version__,
-        "started": min(started) if started else None,
-        "finished": max(finished) if finished else None,
-        "duration_s": _seconds_between(min(started), max(finished)) if started and finished else None,
-        "counts": {"done": report.done, "failed": report.failed, "skipped": 0},
-        "shards": len(parts),
-        "merged": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    write_atomic(out / RUN_FILE, (json.dumps(record, indent=1, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace"))
+    record = {k: v for k, v in parts[0].record.items() if k not in ("shard", "images", "complete")}
+    record.update(
+        version=__version__,
+        started=min(started) if started else None,
+        finished=max(finished) if finished else None,
+        duration_s=_seconds_between(min(started), max(finished)) if started and finished else None,
+        counts={"done": report.done, "failed": report.failed, "skipped": 0},
+        shards=len(parts),
+        machines=sorted({str((p.record.get("machine") or {}).get("hostname", "")) for p in parts} - {""}),
+        merged=now(),
+    )
+    write_run(out, record)
 
 
 def _seconds_between(start: str, end: str) -> float:
-    parse = lambda text: time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))  # noqa: E731 - both UTC
-    return round(parse(end) - parse(start), 3)
+    def parse(text: str) -> datetime:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
+
+    return round((parse(end) - parse(start)).total_seconds(), 3)

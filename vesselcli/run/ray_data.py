@@ -40,7 +40,7 @@ import numpy as np
 
 from ..config import SegmentConfig
 from ..discover import Item, OutputPaths
-from ..engines.base import ModelInfo
+from ..engines.base import Engine, ModelInfo
 from ..report import ImageResult, Report
 from ..stages import Job, Partners, error_result
 from ..tiling import TileSpec, stream_tiled
@@ -202,26 +202,32 @@ def _actors(ray, options: RayOptions) -> tuple[int, float]:  # noqa: ANN001
 def run(
     config: SegmentConfig,
     the_plan: Any,
-    info: ModelInfo,
-    options: RayOptions,
+    model: Engine,
+    ray_options: RayOptions,
     stop: threading.Event | None = None,
     on_start: Callable[[Report], None] | None = None,
     on_result: Callable[[ImageResult], None] | None = None,
-    settings: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> Report:
     """Segment ``the_plan`` (a ``pipeline.Plan``) on Ray into ``config.out``; the run's ``Report``.
 
-    ``info``: the model's description (preprocessing, threshold, tiling). Raises what
-    ``pipeline.run`` raises, and ``RayError`` when Ray is missing or unreachable.
+    ``model``: the model opened on the driver, which describes it (preprocessing, threshold,
+    tiling, settings); the actors open their own per ``ray_options``. ``options``: the CLI's,
+    for run.json. Raises what ``pipeline.run`` raises, and ``RayError`` when Ray is missing
+    or unreachable.
     """
+    from ..pipeline import run_settings
+
     stop = stop or threading.Event()
     ray = _import_ray()
-    with open_ledger(config, the_plan.items, the_plan.positions or None, settings) as ledger:
+    settings = run_settings(config, model)
+    engine, device = f"{ray_options.engine} (Ray actors)", f"Ray {ray_options.address}, {ray_options.device}"
+    with open_ledger(config, the_plan.items, the_plan.positions, settings, engine, device, options) as ledger:
         if on_start is not None:
             on_start(ledger.report)
         if ledger.todo:
-            connect(options.address)
-            _stream(ray, config, the_plan.partners, info, options, ledger, stop, on_result)
+            connect(ray_options.address)
+            _stream(ray, config, the_plan.partners, model.info, ray_options, ledger, stop, on_result)
     return ledger.report
 
 
