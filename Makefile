@@ -29,7 +29,7 @@ $(VENV)/.base: $(PY) pyproject.toml
 
 $(VENV)/.dev: $(VENV)/.base
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[export,test]"
+	$(PIP) install -q -e ".[export,test,ray]"
 	touch $@
 
 install: $(VENV)/.base

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .measure import Measurement
+from .scaleout import csv_rows as scaleout_rows, render_scaleout
 
 #: Subjects of the speed tables (also the CSV's ``subject`` column).
 REPORT_SUBJECT = "Report's path: 31M valid U-Net, eager PyTorch, 512x512, one image at a time"
@@ -60,6 +61,7 @@ class Results:
     speed: list[Measurement] = field(default_factory=list)  # headline, same DRIVE images
     counts: list[Measurement] = field(default_factory=list)
     sizes: list[Measurement] = field(default_factory=list)
+    scaleout: list[Measurement] = field(default_factory=list)  # one process vs --ray local
     cost: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -329,6 +331,7 @@ def render(r: Results, chart_name: str | None) -> str:
         *speed_section(r),
         *cost_section(r),
         *scaling_section(r),
+        *render_scaleout(r.scaleout, r.machine.get("cores")),
     ]
     if r.notes:
         lines += ["## Notes", "", *[f"- {n}" for n in r.notes], ""]
@@ -356,6 +359,7 @@ def csv_rows(r: Results) -> list[list[object]]:
                 [section, m.subject, condition, "images_per_s", round(m.images_per_s, 4), "images/s"],
                 [section, m.subject, condition, "peak_rss", round(m.peak_rss_mib, 1), "MiB"],
             ]
+    rows += scaleout_rows(r.scaleout)
     if r.cost:
         c = r.cost
         rows.append(["cost", "machine", "float32 matmul", "peak", round(c["peak_gflops"], 2), "GFLOP/s"])
