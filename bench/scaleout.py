@@ -58,7 +58,8 @@ def render_scaleout(runs: list[Measurement], cores: object) -> list[str]:
         "",
         f"The same images through one `vesselseg segment` process and through `--ray local` (Ray started by the "
         f"command on this machine's {cores} cores: one engine actor, decoding and encoding in Ray tasks); whole "
-        "commands, Ray's start-up included.",
+        "commands, Ray's start-up included. Peak memory is not compared: Ray's workers are not the command's "
+        "children, so only its driver would be counted.",
         "",
         "| Path | Images | Runs | Wall s | Images / s | Wall vs one process |",
         "|---|---|---|---|---|---|",

@@ -199,3 +199,15 @@ def test_two_concurrent_shard_processes_then_merge_equal_one_process(tmp_path: P
     assert_same_outputs(tmp_path / "one", tmp_path / "out")
     assert [r["image"] for r in rows_without_seconds(tmp_path / "out" / "results.csv")] == sorted(
         p.name for p in src.iterdir())
+
+
+def test_a_results_file_is_put_in_input_order_when_a_run_ends(tmp_path: Path) -> None:
+    from vesselcli.report import ImageResult, ResultsWriter, read_rows, rewrite_in_order
+
+    path = tmp_path / "results.csv"
+    writer = ResultsWriter(path, [{"image": "old.png", "status": "ok"}])  # a row of an earlier run's input
+    for name in ("c.png", "a.png", "b.png"):  # the order workers happened to finish in
+        writer.append(ImageResult(name, "ok", 0.1))
+    writer.close()
+    rewrite_in_order(path, ["a.png", "b.png", "c.png"])
+    assert [r["image"] for r in read_rows(path)] == ["a.png", "b.png", "c.png", "old.png"]
