@@ -30,17 +30,18 @@ import logging
 import math
 import os
 import pickle
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
-import threading
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
 from ..config import SegmentConfig
-from ..discover import Item, OutputPaths
+from ..discover import OutputPaths
 from ..engines.base import Engine, ModelInfo
+from ..pipeline import FatalWriteError, Plan, finish_one, inference_error, load_one, predictor, run_settings
 from ..report import ImageResult, Report
 from ..stages import Job, Partners, error_result
 from ..tiling import TileSpec, stream_tiled
@@ -102,8 +103,6 @@ def _column(blobs: list[bytes]) -> dict[str, np.ndarray]:
 
 def load_images(batch: Mapping[str, np.ndarray], config: SegmentConfig, info: ModelInfo) -> dict[str, np.ndarray]:
     """Ray task: ``(Item, Partners)`` pickles -> ``Job`` (or error row) pickles."""
-    from ..pipeline import load_one
-
     out = []
     for blob in batch["payload"]:
         item, partners = pickle.loads(blob)
@@ -116,7 +115,6 @@ class Segmenter:
 
     def __init__(self, options: RayOptions, tta: bool, spec: TileSpec) -> None:
         from ..engines import open_engine
-        from ..pipeline import predictor
 
         self.engine = open_engine(options.model, options.engine, options.device)
         self.predict = predictor(self.engine, tta)
@@ -124,8 +122,6 @@ class Segmenter:
         self.hook = options.hook
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from ..pipeline import inference_error
-
         entries = [_unpack(blob) for blob in batch["payload"]]
         jobs = [e for e in entries if isinstance(e, Job)]
         if self.hook is not None:
@@ -144,8 +140,6 @@ class Segmenter:
 
 def write_images(batch: Mapping[str, np.ndarray], config: SegmentConfig, threshold: float) -> dict[str, np.ndarray]:
     """Ray task: ``(Job, probability)`` pickles -> ``ImageResult`` (or ``_Fatal``) pickles."""
-    from ..pipeline import FatalWriteError, finish_one
-
     paths = OutputPaths(Path(config.out))
     out = []
     for blob in batch["payload"]:
@@ -201,7 +195,7 @@ def _actors(ray, options: RayOptions) -> tuple[int, float]:  # noqa: ANN001
 
 def run(
     config: SegmentConfig,
-    the_plan: Any,
+    the_plan: Plan,
     model: Engine,
     ray_options: RayOptions,
     stop: threading.Event | None = None,
@@ -209,15 +203,13 @@ def run(
     on_result: Callable[[ImageResult], None] | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> Report:
-    """Segment ``the_plan`` (a ``pipeline.Plan``) on Ray into ``config.out``; the run's ``Report``.
+    """Segment ``the_plan`` on Ray into ``config.out``; the run's ``Report``.
 
     ``model``: the model opened on the driver, which describes it (preprocessing, threshold,
     tiling, settings); the actors open their own per ``ray_options``. ``options``: the CLI's,
     for run.json. Raises what ``pipeline.run`` raises, and ``RayError`` when Ray is missing
     or unreachable.
     """
-    from ..pipeline import run_settings
-
     stop = stop or threading.Event()
     ray = _import_ray()
     settings = run_settings(config, model)
