@@ -23,13 +23,14 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
+# The CPU runtime; a GPU user runs `pip install '.[gpu]'` instead (README, "GPU install").
 $(VENV)/.base: $(PY) pyproject.toml
-	$(PIP) install -q -e .
+	$(PIP) install -q -e ".[cpu]"
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.base
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[export,test,ray]"
+	$(PIP) install -q -e ".[cpu,export,test,ray]"
 	touch $@
 
 install: $(VENV)/.base

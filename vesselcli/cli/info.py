@@ -1,5 +1,8 @@
 """``vesselseg info``: version, the model and what it was trained on, the engines installed,
-which one ``--engine auto`` picks here and why, and the device.
+which one ``--engine auto`` picks here and why (a GPU backend that failed to start says why),
+the device, and what a GPU user is missing with the command that fixes it
+(``vesselcli.engines.diagnose``: no driver, driver too old, CPU-only runtime, both runtimes
+installed, CUDA or cuDNN libraries not found, TensorRT absent).
 
 Exit code 0, or 2 when the model cannot be opened by any engine (the reasons are printed).
 Nothing heavy is imported unless the chosen engine needs it, so on a CPU machine this never
@@ -19,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .. import __version__
+from ..engines.diagnose import Finding, GpuFacts
 
 #: Distributions that provide each backend (the first one installed is reported).
 BACKENDS = {
@@ -48,6 +52,27 @@ def gpu_names() -> list[str]:
     return names
 
 
+def _described_version(name: str, distributions: tuple[str, ...], facts: GpuFacts) -> str:
+    """'1.26.0 (onnxruntime-gpu, CUDA 12.8)', '2.13.0+cpu (CPU build)', or '' when not installed."""
+    if name == "onnxruntime" and facts.runtimes:
+        build = f"CUDA {facts.ort_cuda}" if facts.ort_cuda else "CPU build"
+        return " + ".join(f"{version} ({dist}{', ' + build if len(facts.runtimes) == 1 else ''})"
+                          for dist, version in facts.runtimes)
+    version = installed_version(distributions) or ""
+    if name == "torch" and version:
+        return f"{version} ({'CPU build' if version.endswith('+cpu') else 'CUDA build'})"
+    return version
+
+
+def _print_findings(console: Console, findings: list[Finding]) -> None:
+    """The GPU diagnosis: one line per finding, problems in red, notes dimmed."""
+    console.print("[bold]GPU setup[/bold]")
+    marks = {"ok": "[green]ok[/green]     ", "note": "[dim]note[/dim]   ", "problem": "[red]problem[/red]"}
+    for finding in findings:
+        console.print(f"  {marks[finding.level]} {escape(finding.line())}")
+    console.print()
+
+
 def _figures(values: Any) -> str:
     if not isinstance(values, dict):
         return str(values)
@@ -62,6 +87,7 @@ def _figures(values: Any) -> str:
 def info(model: Path | None, engine: str, device: str) -> None:
     """Show the version, the model, the engines installed and which one is used here, and why."""
     from ..engines import EngineUnavailable, ModelError, choose_engine
+    from ..engines.diagnose import diagnose, gather
     from ..engines.onnxruntime import cpu_threads
 
     console = Console(highlight=False, soft_wrap=True)
@@ -71,9 +97,11 @@ def info(model: Path | None, engine: str, device: str) -> None:
     backends = Table(title="Engines installed", box=box.SIMPLE, title_justify="left")
     backends.add_column("engine")
     backends.add_column("version")
+    facts = gather()
     for name, distributions in BACKENDS.items():
-        backends.add_row(name, installed_version(distributions) or "[dim]not installed[/dim]")
+        backends.add_row(name, escape(_described_version(name, distributions, facts)) or "[dim]not installed[/dim]")
     console.print(backends)
+    _print_findings(console, diagnose(facts))
     try:
         selection = choose_engine(model, engine, device)
     except (ModelError, EngineUnavailable) as exc:

@@ -217,11 +217,15 @@ def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str
     except pipeline.NoImagesError as exc:
         raise click.UsageError(str(exc)) from None
     try:
-        from ..engines import open_engine
+        from ..engines import choose_engine
 
-        the_engine = open_engine(model, engine, device) if ray is None else open_engine(model, "auto", "cpu")
+        # with --ray the driver only reads the model's description: the actors choose their own engine
+        selection = choose_engine(model, engine, device) if ray is None else choose_engine(model, "auto", "cpu")
     except ModelError as exc:
         raise click.UsageError(f"cannot use the model: {exc}") from None
+    the_engine = selection.engine
+    for line in selection.fallbacks():  # a GPU that failed to start: say so, even with --quiet
+        err.print(f"warning: {line}", markup=False)
     try:
         try:
             config.tile_spec(the_engine.info.tile_multiple, the_engine.info.fixed_tile)

@@ -5,7 +5,10 @@ the ONNX file's own metadata (see ``metadata``), so no side file is needed.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +51,29 @@ def cuda_provider_listed() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
+def preload_cuda_libraries(ort) -> str:  # noqa: ANN001 - the onnxruntime module
+    """Load the CUDA and cuDNN libraries of NVIDIA's wheels (``vesselseg[gpu]``) so the CUDA
+    provider finds them without a system CUDA install; ONNX Runtime's documented way
+    (``onnxruntime.preload_dlls``, 1.21+). Returns what it printed (missing libraries), else ''."""
+    if not hasattr(ort, "preload_dlls"):
+        return ""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        try:
+            ort.preload_dlls()
+        except Exception as exc:  # noqa: BLE001 - a failed preload only means the provider may not load
+            print(f"{exc.__class__.__name__}: {exc}")
+    return " ".join(printed.getvalue().split())
+
+
+def provider_error(printed: str) -> str:
+    """The cause in what onnxruntime printed when its CUDA provider failed, e.g. 'CUDA failure 35:
+    CUDA driver version is insufficient for CUDA runtime version', or a library that failed to load."""
+    text = " ".join(printed.split())
+    match = re.search(r"(CUDA failure \d+: [^;]+|Failed to load [^;]+)", text)
+    return match.group(1).strip()[:200] if match else ""
+
+
 class OnnxRuntimeEngine:
     """An ``.onnx`` model in an ``onnxruntime.InferenceSession``.
 
@@ -77,19 +103,30 @@ class OnnxRuntimeEngine:
         elif device.startswith("cuda"):
             if not cuda_provider_listed():
                 raise EngineUnavailable(
-                    "this onnxruntime has no CUDA provider (install onnxruntime-gpu for GPU inference with ONNX Runtime)"
+                    "this onnxruntime is the CPU build, with no CUDA provider "
+                    "(`pip uninstall -y onnxruntime` then `pip install 'vesselseg[gpu]'`)"
                 )
+            preloaded = preload_cuda_libraries(ort)
             index = int(device.partition(":")[2] or 0)
             providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
         else:
             raise ModelError(f"unknown device {device!r} for ONNX Runtime; expected 'cpu' or 'cuda[:N]'")
+        printed = io.StringIO()
         try:
-            self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+            if device.startswith("cuda"):
+                ort.set_default_logger_severity(4)  # the CUDA provider's own error lines: we report the cause once
+            with contextlib.redirect_stdout(printed):  # onnxruntime prints "EP Error ... Falling back" there
+                self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception zoo
+            if device.startswith("cuda"):  # the GPU failed (memory, CUDA error); the CPU then says if the model is bad
+                raise EngineUnavailable(f"ONNX Runtime could not create a CUDA session ({exc.__class__.__name__}: "
+                                        f"{' '.join(str(exc).split())[:300]})") from None
             raise ModelError(f"{path} is not a readable ONNX model ({exc.__class__.__name__}: {str(exc)[:300]})") from None
         if device.startswith("cuda") and "CUDAExecutionProvider" not in self._session.get_providers():
+            cause = provider_error(printed.getvalue() + " " + preloaded)
             raise EngineUnavailable(
-                "onnxruntime's CUDA provider did not load (CUDA or cuDNN libraries missing or not matching this onnxruntime-gpu)"
+                f"onnxruntime's CUDA provider did not start ({cause or 'CUDA or cuDNN libraries missing or not matching this onnxruntime-gpu'}); "
+                "`vesselseg info` says what is missing"
             )
         self.device = device
         self.path = path

@@ -8,7 +8,10 @@ A ``.pt`` checkpoint runs with PyTorch (CUDA, else CPU); a ``.plan`` engine with
 falling back to the ONNX model it was built from when it does not fit this machine.
 
 Backends are imported only when tried, and GPU backends only when an NVIDIA driver is
-present, so a CPU machine never imports torch or tensorrt.
+present, so a CPU machine never imports torch or tensorrt. A GPU backend that is present but
+fails to start (its session cannot be created, CUDA runs out of memory, its first batch fails)
+is a ``failed`` attempt with the reason, and ``auto`` goes on to the next backend; the CLI
+prints ``Selection.fallbacks()`` on stderr.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+
+import numpy as np
 
 from .base import Engine
 from .errors import EngineUnavailable, ModelError
@@ -73,6 +78,12 @@ class Selection:
     def explain(self) -> str:
         """One line per backend considered, in order, with why it was or was not taken."""
         return "\n".join(f"{a.outcome:8} {a.engine:12} {a.device:7} {a.reason}" for a in self.attempts)
+
+    def fallbacks(self) -> list[str]:
+        """One line per backend that was tried and failed before the one chosen (for stderr)."""
+        chosen = f"{self.engine.name} on {self.engine.device}"
+        return [f"{a.engine} on {a.device} failed to start, using {chosen} instead: {a.reason}"
+                for a in self.attempts if a.outcome == "failed"]
 
 
 @dataclass(frozen=True)
@@ -196,18 +207,63 @@ def choose_engine(
         if isinstance(candidate, Attempt):
             attempts.append(candidate)
             continue
-        try:
-            opened = _open(candidate, precision, threads)
-        except ImportError as exc:
-            reason = f"{candidate.engine} is not installed ({exc.name or exc})"
-        except EngineUnavailable as exc:
-            reason = str(exc)
-        else:
+        opened, reason = _start(candidate, precision, threads)
+        if opened is not None:
             attempts.append(Attempt(candidate.engine, candidate.device, str(candidate.path), "chosen", candidate.why))
             return Selection(opened, attempts)
         attempts.append(Attempt(candidate.engine, candidate.device, str(candidate.path), "failed", reason))
     lines = "; ".join(f"{a.engine} on {a.device}: {a.reason}" for a in attempts) or "nothing applies"
     raise EngineUnavailable(f"no engine can run {path} here ({lines})")
+
+
+def _start(candidate: _Candidate, precision: str, threads: int | None) -> tuple[Engine | None, str]:
+    """(the opened engine, '') or (None, why it cannot run here). A model that is bad on every
+    backend raises ``ModelError``; on a GPU anything else (CUDA errors, out of memory) is a reason."""
+    on_gpu = candidate.device.startswith("cuda")
+    try:
+        opened = _open(candidate, precision, threads)
+    except ImportError as exc:
+        return None, f"{candidate.engine} is not installed ({exc.name or exc}){_INSTALL_HINTS.get(candidate.engine, '')}"
+    except EngineUnavailable as exc:
+        return None, str(exc)
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch, onnxruntime and CUDA each raise their own kinds
+        if not on_gpu:
+            raise
+        return None, f"could not start on {candidate.device}: {_describe(exc)}"
+    if not on_gpu:
+        return opened, ""
+    try:
+        _probe(opened)
+    except Exception as exc:  # noqa: BLE001 - as above: a GPU that fails its first batch is not used
+        opened.close()
+        return None, f"started, but its first batch on {candidate.device} failed: {_describe(exc)}"
+    return opened, ""
+
+
+#: What to install when a backend's module is missing.
+_INSTALL_HINTS = {
+    "onnxruntime": "; `pip install 'vesselseg[cpu]'`, or `pip install 'vesselseg[gpu]'` with an NVIDIA GPU",
+    "torch": "; `pip install 'vesselseg[train]'`",
+    "tensorrt": "; `pip install 'vesselseg[tensorrt]'`",
+}
+
+
+def _probe(engine: Engine) -> None:
+    """One small batch of zeros: CUDA kernels, cuDNN and device memory are only really tried on
+    the first run, so a GPU that cannot run the model fails here rather than mid-way."""
+    multiple = engine.info.tile_multiple
+    height, width = engine.info.fixed_tile or (8 * multiple, 8 * multiple)
+    channels = int(engine.info.model_args.get("in_channels", 1))
+    engine.infer(np.zeros((1, channels, height, width), np.float32))
+
+
+def _describe(exc: BaseException) -> str:
+    """``Class: the message`` on one line (at most 300 characters), with a hint for out of memory."""
+    text = " ".join(str(exc).split())[:300] or "no message"
+    hint = "; free GPU memory or run with --device cpu" if "out of memory" in text.lower() else ""
+    return f"{exc.__class__.__name__}: {text}{hint}"
 
 
 def open_engine(
