@@ -211,3 +211,17 @@ def test_a_results_file_is_put_in_input_order_when_a_run_ends(tmp_path: Path) ->
     writer.close()
     rewrite_in_order(path, ["a.png", "b.png", "c.png"])
     assert [r["image"] for r in read_rows(path)] == ["a.png", "b.png", "c.png", "old.png"]
+
+
+def test_scale_out_usage_errors_say_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    images(tmp_path, 1)
+    segment = ["segment", str(tmp_path / "in"), "-o", str(tmp_path / "out")]
+    both = CliRunner().invoke(main, [*segment, "--shard", "0/2", "--ray", "local"])
+    assert both.exit_code == 2 and "--shard and --ray do not go together" in both.output
+    actors = CliRunner().invoke(main, [*segment, "--ray-actors", "2"])
+    assert actors.exit_code == 2 and "only applies with --ray" in actors.output
+    from vesselcli.run import ray_data
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(ray_data.RayError, match=r"pip install 'vesselseg\[ray\]'"):
+        ray_data.connect("local")
