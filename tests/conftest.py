@@ -57,3 +57,8 @@ def chase_root() -> Path:
 @pytest.fixture(scope="session")
 def drive512_root() -> Path:
     return _dataset("DRIVE-512")
+
+
+@pytest.fixture(scope="session")
+def hrf_root() -> Path:
+    return _dataset("HRF")

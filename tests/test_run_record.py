@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from segment_fakes import DarkIsVessel, write_fundus, write_mask
@@ -112,3 +113,48 @@ def test_results_without_a_run_record_are_refused_as_of_unknown_settings(tmp_pat
     assert (out / "results.csv").read_text().startswith(old)
     assert invoke(tmp_path / "in", "--out", out, "--tile-size", 128, "--overwrite", "-q").exit_code == 0
     assert header(out) == COLUMNS
+
+
+# -- symbolic links planted inside OUT -------------------------------------------------------
+def _outside(tmp_path: Path) -> Path:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir(exist_ok=True)
+    (outside / "keep.txt").write_text("not vesselseg's")
+    return outside
+
+
+def _listing(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("entry", ["masks", "overlays", "probabilities", "results.csv", "run.json", ".vesselseg.lock"])
+def test_a_link_where_an_output_of_out_goes_is_refused(tmp_path: Path, fake_engine: DarkIsVessel, entry: str) -> None:
+    write_fundus(tmp_path / "in" / "a.png")
+    outside = _outside(tmp_path)
+    target = outside if entry in ("masks", "overlays", "probabilities") else outside / "keep.txt"
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / entry).symlink_to(target)
+    before = _listing(outside)
+    result = invoke(tmp_path / "in", "--out", tmp_path / "out", "--tile-size", 128, "--save-probabilities")
+    assert result.exit_code == 2, result.output
+    assert f"{tmp_path / 'out' / entry} is a symbolic link (to {target})" in result.output
+    assert "remove the link or choose another --out" in result.output
+    assert _listing(outside) == before and not fake_engine.batches
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [entry]
+
+
+def test_a_link_at_a_sub_folder_fails_that_image_and_one_at_a_file_is_replaced(tmp_path: Path,
+                                                                             fake_engine: DarkIsVessel) -> None:
+    write_fundus(tmp_path / "in" / "sub" / "a.png")
+    write_fundus(tmp_path / "in" / "b.png", seed=1)
+    outside = _outside(tmp_path)
+    (tmp_path / "out" / "masks").mkdir(parents=True)
+    (tmp_path / "out" / "masks" / "sub").symlink_to(outside)
+    (tmp_path / "out" / "masks" / "b.png").symlink_to(outside / "keep.txt")
+    before = _listing(outside)
+    result = invoke(tmp_path / "in", "--out", tmp_path / "out", "--tile-size", 128)
+    assert result.exit_code == 1
+    assert f"error: sub/a.png: {tmp_path / 'out' / 'masks' / 'sub'} is a symbolic link" in result.output
+    assert _listing(outside) == before
+    mask = tmp_path / "out" / "masks" / "b.png"
+    assert not mask.is_symlink() and mask.read_bytes().startswith(b"\x89PNG")  # the link replaced, not followed

@@ -16,7 +16,11 @@ hidden names) in a deterministic order. ``assign_names`` gives every image
   distinct on case-insensitive file systems too.
 
 ``OutputPaths`` maps a key to ``OUT/masks/<key>.png``, ``OUT/overlays/<key>.jpg`` and
-``OUT/probabilities/<key>.png`` and refuses any key that could leave OUT.
+``OUT/probabilities/<key>.png`` and refuses any key that could leave OUT. Symbolic links
+inside OUT are never followed when writing: ``linked_outputs`` finds one planted where an
+output folder or file of OUT goes (the run is refused), ``OutputPaths.make_folders`` refuses one
+at a sub-folder (that image fails), and files are renamed into place, which replaces a link
+at the file's own name instead of writing through it.
 """
 from __future__ import annotations
 
@@ -193,6 +197,30 @@ class UnsafeNameError(ValueError):
     """An output key that would be written outside the output folder."""
 
 
+class LinkedOutputError(ValueError):
+    """A symbolic link inside OUT where an output goes; the message says what to do."""
+
+
+def _link_message(link: Path) -> str:
+    try:
+        target = f" (to {os.readlink(link)})"
+    except OSError:
+        target = ""
+    return (f"{link} is a symbolic link{target}; vesselseg writes only inside the output folder and never "
+            "through links in it: remove the link or choose another --out")
+
+
+#: What a run writes directly inside OUT (folders and files).
+OUTPUT_ENTRIES = ("masks", "overlays", "probabilities", "results.csv", "run.json", ".vesselseg.lock", "parts")
+
+
+def linked_outputs(out: Path) -> None:
+    """Raise ``LinkedOutputError`` when an entry of ``OUTPUT_ENTRIES`` in ``out`` is a symbolic link."""
+    for name in OUTPUT_ENTRIES:
+        if os.path.islink(Path(out) / name):
+            raise LinkedOutputError(_link_message(Path(out) / name))
+
+
 @dataclass(frozen=True)
 class OutputPaths:
     """Where the outputs of a key go under the output folder ``out``."""
@@ -208,6 +236,21 @@ class OutputPaths:
         if not _inside(Path(os.path.normpath(path)), Path(os.path.normpath(base))):
             raise UnsafeNameError(f"output name {key!r} would leave the output folder")
         return path
+
+    def make_folders(self, path: Path) -> None:
+        """Create the folders from OUT down to ``path``'s folder; ``LinkedOutputError`` when one is a link.
+
+        ``path`` is one of this object's output paths. A folder that exists as a file is left
+        for the write to fail on (an ``OSError`` naming it).
+        """
+        folder = self.out
+        for part in path.parent.relative_to(self.out).parts:
+            folder = folder / part
+            try:
+                os.mkdir(folder)
+            except FileExistsError:
+                if os.path.islink(folder):
+                    raise LinkedOutputError(_link_message(folder)) from None
 
     def mask(self, key: str) -> Path:
         return self._under("masks", key, ".png")

@@ -129,7 +129,8 @@ def run(
 ) -> Report:
     """Segment the planned images into ``config.out``; returns the run's ``Report``.
 
-    Raises ``LockedError`` when another run holds the output folder, ``SettingsMismatchError``
+    Raises ``LinkedOutputError`` when a symbolic link sits where an output of OUT goes,
+    ``LockedError`` when another run holds the output folder, ``SettingsMismatchError``
     when OUT (or this shard's part) holds outputs made with other settings (and not
     ``overwrite``), ``CsvMismatchError`` when an existing results.csv has other columns,
     ``OSError`` when the output folder cannot be created. ``on_start`` sees the report once
@@ -322,7 +323,7 @@ def finish_one(job: Job, probability: np.ndarray, threshold: float, paths: Outpu
     """
     try:
         mask, result = finish(job, probability, threshold)
-        write(job, mask, paths, config.overlays, config.save_probabilities)
+        write(job, mask, paths, config.overlays, config.save_probabilities, threshold)
     except OSError as exc:
         if exc.errno in FATAL_ERRNOS:
             fix = "make it writable" if exc.errno == errno.EROFS else "free space"
@@ -330,6 +331,8 @@ def finish_one(job: Job, probability: np.ndarray, threshold: float, paths: Outpu
                                   "choose another --out, then rerun to finish the rest") from None
         where = f" ({exc.filename})" if exc.filename else ""
         return error_result(job.item, f"cannot write outputs: {exc.strerror or exc}{where}", job.started)
+    except StageError as exc:
+        return error_result(job.item, str(exc), job.started)
     except Exception as exc:  # noqa: BLE001 - one image must not stop the run
         return error_result(job.item, one_line(exc), job.started)
     return replace(result, seconds=time.perf_counter() - job.started)

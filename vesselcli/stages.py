@@ -5,7 +5,9 @@
 2. (the pipeline tiles the input through the engine: a probability map at model scale)
 3. ``finish``: bring the probability back to the image's size, threshold it, keep it inside
    the FOV and measure it (inside the FOV) against the annotation.
-4. ``write``: encode and write the mask, overlay and probability map atomically.
+4. ``write``: encode and write the mask, overlay and probability map atomically (the map as
+   ``probability_levels``: 0 outside the FOV, and ``level / 255 >= threshold`` exactly where
+   the mask is a vessel).
 
 Every error a person can act on is raised as ``StageError`` with a one-line message.
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
-from .discover import Item, OutputPaths
+from .discover import Item, LinkedOutputError, OutputPaths
 from .fov import detect_fov
 from .imageio import ImageReadError, encode_jpeg, encode_png, read_image, read_mask, write_atomic
 from .overlay import overlay
@@ -123,14 +125,57 @@ def finish(job: Job, model_probability: np.ndarray, threshold: float) -> tuple[n
     return mask, result
 
 
-def write(job: Job, mask: np.ndarray, paths: OutputPaths, overlays: bool, probabilities: bool) -> None:
-    """Write the mask (0/255 PNG), the overlay (JPEG) and the probability map (8-bit PNG)."""
+def first_vessel_level(threshold: float) -> int:
+    """The lowest 8-bit level ``k`` with ``k / 255 >= threshold`` (in float64), for 0 < threshold < 1."""
+    level = min(255, max(1, int(np.ceil(threshold * 255.0))))
+    while level > 1 and (level - 1) / 255.0 >= threshold:  # ceil of a product rounded up
+        level -= 1
+    while level < 255 and level / 255.0 < threshold:  # ... or down
+        level += 1
+    return level
+
+
+def probability_levels(probability: np.ndarray, mask: np.ndarray, fov: np.ndarray, threshold: float) -> np.ndarray:
+    """The saved probability map: ``(H, W) float32`` in [0, 1] -> ``(H, W) uint8`` levels.
+
+    ``level = round(255 x probability)`` inside ``fov`` (``(H, W) bool``) and 0 outside, then
+    moved by at most one level where rounding crossed the threshold, so that the rule
+    ``level / 255 >= threshold`` (``vesselseg score``'s, in float64) gives exactly ``mask``
+    (``(H, W) bool``, ``probability >= threshold`` inside the FOV): a vessel pixel below the
+    first vessel level is raised to it, any other pixel at or above it is lowered to the level
+    under it. 0 is below every threshold, so nothing outside the FOV is a vessel.
+    """
+    levels = np.clip(np.floor(probability * np.float32(255.0) + np.float32(0.5)), 0, 255).astype(np.uint8)
+    levels[~fov] = 0
+    first = first_vessel_level(threshold)
+    called = levels >= first
+    levels[mask & ~called] = first
+    levels[~mask & called] = first - 1
+    return levels
+
+
+def write(job: Job, mask: np.ndarray, paths: OutputPaths, overlays: bool, probabilities: bool,
+          threshold: float) -> None:
+    """Write the mask (0/255 PNG), the overlay (JPEG) and the probability map (8-bit PNG).
+
+    The map is ``probability_levels`` of the probability at ``threshold`` (the one the mask used).
+    """
     key = job.item.key
-    write_atomic(paths.mask(key), encode_png(mask.astype(np.uint8) * 255))
+    _write_inside(paths, paths.mask(key), encode_png(mask.astype(np.uint8) * 255))
     if overlays and job.rgb is not None:
-        write_atomic(paths.overlay(key), encode_jpeg(overlay(job.rgb, mask, job.fov, job.truth)))
+        _write_inside(paths, paths.overlay(key), encode_jpeg(overlay(job.rgb, mask, job.fov, job.truth)))
     if probabilities and job.probability is not None:
-        write_atomic(paths.probability(key), encode_png((job.probability * 255.0 + 0.5).astype(np.uint8)))
+        levels = probability_levels(job.probability, mask, job.fov, threshold)
+        _write_inside(paths, paths.probability(key), encode_png(levels))
+
+
+def _write_inside(paths: OutputPaths, path: Path, data: bytes) -> None:
+    """Write atomically, through no symbolic link inside OUT (``StageError`` naming the link)."""
+    try:
+        paths.make_folders(path)
+    except LinkedOutputError as exc:
+        raise StageError(str(exc)) from None
+    write_atomic(path, data)
 
 
 def error_result(item: Item, message: str, started: float | None = None) -> ImageResult:

@@ -29,6 +29,7 @@ from rich.text import Text
 
 from .. import pipeline
 from ..config import DEFAULT_BATCH_SIZE, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, DEFAULT_WORKERS, SegmentConfig
+from ..discover import LinkedOutputError
 from ..engines.errors import ModelError
 from ..engines.select import ENGINES
 from ..imageio import DEFAULT_MAX_PIXELS
@@ -294,7 +295,7 @@ def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, q
             raise Refused(str(exc)) from None
         except LockedError as exc:
             raise Refused(str(exc)) from None
-        except (CsvMismatchError, SettingsMismatchError) as exc:
+        except (CsvMismatchError, SettingsMismatchError, LinkedOutputError) as exc:
             raise Refused(str(exc)) from None
         except OSError as exc:
             raise Refused(f"cannot write into {config.out}: {exc.strerror or exc}; choose a writable --out") from None

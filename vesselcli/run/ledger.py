@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from ..config import SegmentConfig
-from ..discover import Item, OutputPaths
+from ..discover import Item, OutputPaths, linked_outputs
 from ..lock import OutputLock
 from ..report import Report, ResultsWriter, read_rows, rewrite_in_order
 from ..runrecord import SettingsMismatchError, check_settings, differences, new_record, now, write_run
@@ -46,7 +46,8 @@ class Ledger:
 
 
 def _is_done(item: Item, ok_names: set[str], paths: OutputPaths) -> bool:
-    return item.name in ok_names and paths.mask(item.key).is_file()
+    mask = paths.mask(item.key)
+    return item.name in ok_names and mask.is_file() and not mask.is_symlink()
 
 
 def remove_stale_temporaries(out: Path) -> None:
@@ -90,10 +91,11 @@ def open_ledger(
     one's place in the whole input listing (empty: 0, 1, ...); ``settings``: the flat dict of
     what shapes the outputs (``runrecord.output_settings``); ``engine``, ``device``,
     ``options``: recorded beside them. Raises ``LockedError``, ``SettingsMismatchError``,
-    ``CsvMismatchError`` or ``OSError`` before any output is written.
+    ``CsvMismatchError``, ``LinkedOutputError`` or ``OSError`` before any output is written.
     """
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    linked_outputs(out)  # before the lock: its file is one of them
     paths = OutputPaths(out)
     part = PartPaths(out, config.shard) if config.shard is not None else None
     settings = dict(settings or {})
