@@ -84,3 +84,14 @@ class KillOnce:
         os.write(fd, "\n".join(names).encode())
         os.close(fd)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class RaiseOn:
+    """A Ray actor hook that raises (a bug in our own code, which Ray does not retry) on a batch holding ``name``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, names: list[str]) -> None:
+        if self.name in names:
+            raise RuntimeError(f"a fault injected into the batch holding {self.name}")
