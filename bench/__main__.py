@@ -9,7 +9,8 @@ measured configuration runs in its own process (see ``bench.measure``); the sect
 accuracy (``bench.accuracy``), speed on the same DRIVE images (the report's path
 ``bench.report_path``, our pipeline per engine, the I/O floor ``bench.io_floor``), model
 cost (``bench.cost``), and scaling with the number and the size of images
-(``bench.workloads``). The full run takes about 17 minutes on 2 cores, 7 of them the 2,000-image
+(``bench.workloads``), and what the analysis adds (``bench.analysis``: morphology per image, the
+HTML report of 100,000 rows and of a 2,000-image run). The full run takes about 17 minutes on 2 cores, 7 of them the 2,000-image
 run.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import importlib.util
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from .scaleout import measure_scaleout
 from .workloads import FRAME_SIZES, count_set, drive_images, size_set
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("accuracy", "speed", "cost", "counts", "sizes", "scaleout")
+SECTIONS = ("accuracy", "speed", "cost", "counts", "sizes", "analysis", "scaleout")
 PY = sys.executable
 
 
@@ -188,6 +190,9 @@ def run(args: argparse.Namespace, command: str) -> Results:
             folder = size_set(sources[: args.size_images], width, height, args.scratch)
             results.sizes += speed(args, engines[:1], folder, args.size_images, args.scaling_repeats, f"{width}x{height}", False)
         results.sizes.sort(key=lambda m: (_table_order(m), _pixels(m.condition)))
+    if "analysis" not in args.skip:
+        log("analysis: morphology cost, report.html of a big run")
+        results.analysis = analysis(args, sources, results, engines[0])
     if "scaleout" not in args.skip:
         if importlib.util.find_spec("ray") is None:
             log("scale-out: Ray is not installed (pip install 'vesselseg[ray]'), not measured")
@@ -205,6 +210,30 @@ def run(args: argparse.Namespace, command: str) -> Results:
         "All figures on this page come from the same run on the machine above; rerun `make bench` to reproduce them.",
     ]
     return results
+
+
+def analysis(args: argparse.Namespace, sources: list[Path], results: Results, engine: str) -> dict:
+    """bench.analysis on a fresh DRIVE test run (copied to 2,000 images), against the per-image time."""
+    out = args.scratch / "analysis-run"
+    shutil.rmtree(out, ignore_errors=True)
+    test = args.data / "DRIVE" / "test"
+    images = sources[:1] if args.quick else sources  # the DRIVE test images
+    target = sources[0] if args.quick else test / "images"
+    segment = segment_command(args, engine, target, out) + ["--gt", str(test / "1st_manual"), "--fov", str(test / "mask")]
+    timed = run_once(segment, cwd=REPO)
+    rows, copies = (2000, 2) if args.quick else (100_000, max(1, 2000 // len(images)))  # 20 x 100 = 2,000
+    command = ["-m", "bench.analysis", "--data", str(args.data), "--rows", str(rows), "--run", str(out), "--copies", str(copies)]
+    command += ["--repeats", "1"] if args.quick else []
+    figures = dict(run_once([PY, *command], cwd=REPO).report)
+    shutil.rmtree(out, ignore_errors=True)
+    best = min(results.ours(), key=lambda m: m.wall_s) if results.ours() else None
+    if best is not None:
+        figures["per_image_ms"], figures["per_image_source"] = best.ms_per_image, best.subject.removeprefix(OURS_PREFIX)
+    else:
+        figures["per_image_ms"], figures["per_image_source"] = 1000 * timed.wall_s / len(images), "segment (this run)"
+    figures["copies"] = copies
+    figures["command"] = "python " + " ".join(command).replace(str(args.data), "DATA").replace(str(out), "OUT")
+    return figures
 
 
 def _shipped(suffix: str) -> Path:

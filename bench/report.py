@@ -63,6 +63,7 @@ class Results:
     sizes: list[Measurement] = field(default_factory=list)
     scaleout: list[Measurement] = field(default_factory=list)  # one process vs --ray local
     cost: dict = field(default_factory=dict)
+    analysis: dict = field(default_factory=dict)  # bench.analysis's JSON, plus per_image_ms and the command
     notes: list[str] = field(default_factory=list)
 
     def find(self, subject: str) -> Measurement | None:
@@ -315,6 +316,25 @@ def headline(r: Results) -> list[str]:
     return ["## Headline", "", *lines, ""] if lines else []
 
 
+def analysis_section(r: Results) -> list[str]:
+    a = r.analysis
+    if not a:
+        return []
+    lines = ["## Morphology and the HTML report", ""]
+    if a.get("per_image_ms"):
+        share = a["morphology_ms"] / a["per_image_ms"]
+        lines.append(f"- Morphology (every column of `vesselcli.analysis.morphology`) on a DRIVE-size mask: "
+                     f"**{a['morphology_ms']:.1f} ms** per image (median, DRIVE test annotations inside their FOV), "
+                     f"**{100 * share:.1f}%** of the {a['per_image_ms']:.0f} ms per image of `{a['per_image_source']}` "
+                     "(the budget is 20%).")
+    lines.append(f"- `OUT/report.html` of {a['rows']:,} synthetic rows (overlays: links to one real DRIVE overlay): "
+                 f"**{a['report_s']:.1f} s**, **{a['report_mb']:.2f} MB**.")
+    if "run_images" in a:
+        lines.append(f"- `OUT/report.html` of a {a['run_images']:,}-image run (the DRIVE test run x {a['copies']}, real "
+                     f"overlays): **{a['run_report_s']:.1f} s**, **{a['run_report_mb']:.2f} MB**.")
+    return lines + ["", f"Command: `{a['command']}`", ""]
+
+
 def render(r: Results, chart_name: str | None) -> str:
     title = "# Benchmarks" + (" (quick mode: a few images, one run; not the published figures)" if r.quick else "")
     lines = [
@@ -331,6 +351,7 @@ def render(r: Results, chart_name: str | None) -> str:
         *speed_section(r),
         *cost_section(r),
         *scaling_section(r),
+        *analysis_section(r),
         *render_scaleout(r.scaleout, r.machine.get("cores")),
     ]
     if r.notes:
@@ -359,6 +380,17 @@ def csv_rows(r: Results) -> list[list[object]]:
                 [section, m.subject, condition, "images_per_s", round(m.images_per_s, 4), "images/s"],
                 [section, m.subject, condition, "peak_rss", round(m.peak_rss_mib, 1), "MiB"],
             ]
+    a = r.analysis
+    if a:
+        rows.append(["analysis", "morphology", "DRIVE test annotations", "ms_per_image", round(a["morphology_ms"], 2), "ms"])
+        if a.get("per_image_ms"):
+            rows.append(["analysis", "morphology", "DRIVE test annotations", "share_of_image_time",
+                         round(a["morphology_ms"] / a["per_image_ms"], 4), "fraction"])
+        rows.append(["analysis", "report.html", f"{a['rows']} synthetic rows", "build_s", round(a["report_s"], 2), "s"])
+        rows.append(["analysis", "report.html", f"{a['rows']} synthetic rows", "size", round(a["report_mb"], 3), "MB"])
+        if "run_images" in a:
+            rows.append(["analysis", "report.html", f"{a['run_images']}-image run", "build_s", round(a["run_report_s"], 2), "s"])
+            rows.append(["analysis", "report.html", f"{a['run_images']}-image run", "size", round(a["run_report_mb"], 3), "MB"])
     rows += scaleout_rows(r.scaleout)
     if r.cost:
         c = r.cost

@@ -72,7 +72,8 @@ def test_quick_bench_writes_a_well_formed_report(drive_root: Path, tmp_path: Pat
     assert done.returncode == 0, done.stderr[-3000:]
 
     text = out.read_text()
-    for heading in ("## Headline", "## Accuracy", "## Speed on the same DRIVE images", "## Model cost", "## Scaling with the number", "## Scaling with the image size"):
+    for heading in ("## Headline", "## Accuracy", "## Speed on the same DRIVE images", "## Model cost", "## Scaling with the number", "## Scaling with the image size",
+                    "## Morphology and the HTML report"):
         assert heading in text
     assert "published, not measured here" in text and "Machine: " in text
 
@@ -88,6 +89,9 @@ def test_quick_bench_writes_a_well_formed_report(drive_root: Path, tmp_path: Pat
         assert speed[(subject, "images_per_s")] > 0 and speed[(subject, "peak_rss")] > 10
     f1 = [float(r["value"]) for r in rows if r["section"] == "accuracy" and r["subject"] == "vesselseg" and r["condition"] == "DRIVE test" and r["metric"] == "f1"]
     assert len(f1) == 1 and 0.5 < f1[0] <= 1.0
+    analysis = {(r["subject"], r["metric"]): float(r["value"]) for r in rows if r["section"] == "analysis"}
+    assert 0 < analysis[("morphology", "ms_per_image")] and 0 < analysis[("morphology", "share_of_image_time")] < 1
+    assert 0 < analysis[("report.html", "size")] < 5  # MB
 
     with Image.open(png) as chart:
         assert chart.format == "PNG" and chart.size[0] > 500

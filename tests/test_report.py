@@ -11,14 +11,28 @@ from hypothesis import strategies as st
 from vesselcli.report import COLUMNS, CsvMismatchError, ImageResult, Report, ResultsWriter, read_rows
 
 
+MORPHOLOGY = ("vessel_length_px", "mean_width_px", "branch_points", "end_points", "segments", "tortuosity",
+              "fractal_dimension", "vessel_length_mm", "mean_width_um")
+
+
 def test_every_run_has_the_one_header_of_the_readme() -> None:
-    assert COLUMNS == ("image", "width", "height", "fov_pixels", "vessel_pixels", "vessel_density",
+    assert COLUMNS == ("image", "width", "height", "fov_pixels", "vessel_pixels", "vessel_density", *MORPHOLOGY,
                        "iou", "dice", "sensitivity", "specificity", "accuracy", "auc",
                        "seconds", "status", "error")
     # a row without ground truth has every column, the figure cells empty
     row = ImageResult("a.png", "ok", 1.0, 565, 584, 1000, 120).row()
     assert tuple(row) == COLUMNS
     assert [row[c] for c in ("iou", "dice", "sensitivity", "specificity", "accuracy", "auc")] == [""] * 6
+
+
+def test_morphology_cells_are_counts_as_whole_numbers_and_empty_when_not_applicable() -> None:
+    figures = {"vessel_length_px": 199.0, "mean_width_px": 1.005, "branch_points": 3, "end_points": 4,
+               "segments": 6, "tortuosity": None, "fractal_dimension": 1.25, "vessel_length_mm": None,
+               "mean_width_um": None}
+    row = ImageResult("a.png", "ok", 1.0, 10, 10, 100, 20, morphology=figures).row()
+    assert (row["branch_points"], row["end_points"], row["segments"]) == ("3", "4", "6")
+    assert row["vessel_length_px"] == "199.000000" and row["tortuosity"] == "" and row["vessel_length_mm"] == ""
+    assert ImageResult("b.png", "error", 0.1, error="x").row()["vessel_length_px"] == ""
 
 
 def ok(name: str, **figures: float) -> ImageResult:
@@ -50,7 +64,8 @@ def test_each_row_is_on_disk_as_soon_as_it_is_appended(tmp_path: Path) -> None:
 def test_a_torn_last_line_and_short_rows_are_ignored_when_resuming(tmp_path: Path) -> None:
     path = tmp_path / "results.csv"
     header = ",".join(COLUMNS)
-    path.write_text(f"{header}\na.png,565,584,1000,120,0.12,,,,,,,1.0,ok,\nshort,row\nb.png,565,584,10")
+    whole = ",".join(ok("a.png").row()[c] for c in COLUMNS)
+    path.write_text(f"{header}\n{whole}\nshort,row\nb.png,565,584,10")
     assert [r["image"] for r in read_rows(path)] == ["a.png"]
 
 
@@ -60,7 +75,8 @@ def test_a_csv_of_an_older_version_is_refused_with_what_differs_and_advice(tmp_p
     path.write_text(",".join(old_header) + "\na.png,565,584,1000,120,0.12,1.0,ok,\n")
     with pytest.raises(CsvMismatchError, match="not written by this version") as caught:
         read_rows(path)
-    assert "it lacks iou,dice,sensitivity,specificity,accuracy,auc" in str(caught.value)
+    assert "it lacks vessel_length_px,mean_width_px," in str(caught.value)
+    assert "iou,dice,sensitivity,specificity,accuracy,auc" in str(caught.value)
     assert "--overwrite" in str(caught.value) and "another --out" in str(caught.value)
     assert read_rows(tmp_path / "none.csv") == []
 

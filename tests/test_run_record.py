@@ -77,7 +77,7 @@ def test_run_json_holds_the_settings_and_what_the_run_did(tmp_path: Path, fake_e
     assert record["settings"] == {
         "model": None, "model_sha256": None, "threshold": 0.5, "scale_fov_diameter_px": 120.0, "precision": "fp32",
         "tile_size": 104, "tile_overlap": 64, "tta": False, "gt": None, "gt_pattern": None, "fov": None,
-        "masks": True, "overlays": False, "probabilities": False,
+        "masks": True, "overlays": False, "probabilities": False, "pixel_size_um": None,
     }
     assert record["engine"] == "fake" and record["device"] == "cpu" and record["version"]
     assert record["counts"] == {"done": 1, "failed": 1, "skipped": 0}

@@ -57,7 +57,13 @@ def test_golden_run_on_drive_images_meets_the_dice_floor(tmp_path: Path, drive_r
         fov = read_mask(test / "mask" / f"{key}_test_mask.gif")
         assert dice(confusion(mask > 0, truth, fov)) >= DICE_FLOOR
         assert (tmp_path / "out" / "overlays" / f"{key}_test.jpg").is_file()
+        # morphology of the written mask: a DRIVE vessel tree is ~8,000-10,000 px of centre line,
+        # ~3 px wide, with well over 50 branch points, and a box-counting dimension near 1.5
+        assert 6000 < float(row["vessel_length_px"]) < 12000 and 2.0 < float(row["mean_width_px"]) < 5.0
+        assert int(row["branch_points"]) > 50 and 1.3 < float(row["fractal_dimension"]) < 1.7
+        assert 1.0 < float(row["tortuosity"]) < 1.3 and row["vessel_length_mm"] == ""
     assert "mean Dice" in result.output
+    assert "lowest Dice" in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_no_images_is_a_usage_error(tmp_path: Path) -> None:
@@ -81,6 +87,7 @@ def test_an_unreadable_model_is_a_usage_error(tmp_path: Path) -> None:
     (["--device", "gpu"], "use auto, cpu, cuda or cuda:N"),
     (["--threshold", "1.5"], "--threshold"),
     (["--workers", "0"], "--workers"),
+    (["--pixel-size", "0"], "--pixel-size"),
     (["--engine", "tflite"], "--engine"),
     (["--gt-pattern", "manual1"], "does not contain {stem}"),
 ])
@@ -105,10 +112,15 @@ def test_some_failed_exits_1_with_one_line_per_broken_image(tmp_path: Path, fake
 def test_all_done_exits_0_and_a_rerun_skips_everything(tmp_path: Path, fake_engine: DarkIsVessel) -> None:
     for name in ("a", "b"):
         write_fundus(tmp_path / "in" / f"{name}.jpg", seed=len(name))
-    assert invoke(tmp_path / "in", "--out", tmp_path / "out", "--no-overlays", "-q").exit_code == 0
+    assert invoke(tmp_path / "in", "--out", tmp_path / "out", "--no-overlays", "-q", "--pixel-size", "12.5").exit_code == 0
     assert not (tmp_path / "out" / "overlays").exists()
+    _, rows = read_csv(tmp_path / "out" / "results.csv")
+    for row in rows:  # --pixel-size converts the pixel figures
+        assert float(row["vessel_length_mm"]) == pytest.approx(float(row["vessel_length_px"]) * 0.0125, rel=1e-5)
+        assert float(row["mean_width_um"]) == pytest.approx(float(row["mean_width_px"]) * 12.5, rel=1e-5)
+    assert "2</b> done" in (tmp_path / "out" / "report.html").read_text()  # written at the end of the run
     calls = len(fake_engine.batches)
-    result = invoke(tmp_path / "in", "--out", tmp_path / "out", "--no-overlays")
+    result = invoke(tmp_path / "in", "--out", tmp_path / "out", "--no-overlays", "--pixel-size", "12.5")
     assert result.exit_code == 0 and "skipping 2 image(s) already done" in result.output
     assert len(fake_engine.batches) == calls
 

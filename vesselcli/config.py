@@ -4,6 +4,7 @@ No module reads options from anywhere else (no globals, no environment, no hidde
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +30,10 @@ class SegmentConfig:
     folders of annotations / FOV masks paired by ``vesselcli.pairing`` (``gt_pattern`` names
     the annotation of an image directly, e.g. ``{stem}_manual1``). ``threshold``: None means
     the model's own. ``workers``: reader threads and writer threads (each). ``max_pixels``:
-    images decoding to more pixels are refused before decoding. ``shard``: do only the images
-    of this shard (``vesselcli.run.shards``), recording them in ``OUT/parts``.
+    images decoding to more pixels are refused before decoding. ``pixel_size_um``:
+    micrometres per pixel, for the morphology figures in mm and um (None: left empty).
+    ``shard``: do only the images of this shard (``vesselcli.run.shards``), recording them in
+    ``OUT/parts``.
     """
 
     inputs: tuple[Path, ...]
@@ -48,6 +51,7 @@ class SegmentConfig:
     overlays: bool = True
     overwrite: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
+    pixel_size_um: float | None = None
     shard: Shard | None = None
 
     def __post_init__(self) -> None:
@@ -55,6 +59,8 @@ class SegmentConfig:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {self.threshold}")
+        if self.pixel_size_um is not None and not (math.isfinite(self.pixel_size_um) and self.pixel_size_um > 0):
+            raise ValueError(f"pixel_size_um must be a positive number of micrometres, got {self.pixel_size_um}")
         if self.max_pixels < 1:
             raise ValueError(f"max_pixels must be positive, got {self.max_pixels}")
         self.tile_spec(1)  # validates size, overlap and batch

@@ -164,6 +164,7 @@ def run_settings(config: SegmentConfig, engine: Engine) -> dict[str, object]:
         fov_dir=config.fov_dir,
         overlays=config.overlays,
         probabilities=config.save_probabilities,
+        pixel_size_um=config.pixel_size_um,
     )
 
 
@@ -322,7 +323,7 @@ def finish_one(job: Job, probability: np.ndarray, threshold: float, paths: Outpu
     or read-only disk (files already written stay valid).
     """
     try:
-        mask, result = finish(job, probability, threshold)
+        mask, result = finish(job, probability, threshold, config.pixel_size_um)
         write(job, mask, paths, config.overlays, config.save_probabilities, threshold)
     except OSError as exc:
         if exc.errno in FATAL_ERRNOS:

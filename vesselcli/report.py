@@ -25,13 +25,17 @@ from .imageio import write_atomic
 IMAGE_COLUMNS = ("image", "width", "height")
 #: The mask inside the field of view.
 MASK_COLUMNS = ("fov_pixels", "vessel_pixels", "vessel_density")
+#: The mask's vessel morphology (``vesselcli.analysis.morphology``; mm and um with a pixel size).
+MORPHOLOGY_COLUMNS = ("vessel_length_px", "mean_width_px", "branch_points", "end_points", "segments",
+                      "tortuosity", "fractal_dimension", "vessel_length_mm", "mean_width_um")
+COUNT_COLUMNS = ("branch_points", "end_points", "segments")  # whole numbers
 #: The mask against the annotation, inside the FOV (with ``--gt``).
 GT_COLUMNS = ("iou", "dice", "sensitivity", "specificity", "accuracy", "auc")
 #: How the image went.
 TAIL_COLUMNS = ("seconds", "status", "error")
 #: The one header of every results.csv (groups that other issues add go in between, in the
-#: README's order: metadata after IMAGE_COLUMNS, morphology after MASK_COLUMNS).
-COLUMNS = IMAGE_COLUMNS + MASK_COLUMNS + GT_COLUMNS + TAIL_COLUMNS
+#: README's order: metadata after IMAGE_COLUMNS).
+COLUMNS = IMAGE_COLUMNS + MASK_COLUMNS + MORPHOLOGY_COLUMNS + GT_COLUMNS + TAIL_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class ImageResult:
     fov_pixels: int | None = None
     vessel_pixels: int | None = None
     figures: dict[str, float] | None = None  # GT_COLUMNS -> value, when ground truth was scored
+    morphology: dict[str, float | None] | None = None  # MORPHOLOGY_COLUMNS -> value (None: not applicable)
     error: str = ""
 
     @property
@@ -74,6 +79,9 @@ class ImageResult:
         }
         for name in GT_COLUMNS:
             cells[name] = number((self.figures or {}).get(name))
+        for name in MORPHOLOGY_COLUMNS:
+            value = (self.morphology or {}).get(name)
+            cells[name] = str(int(value)) if name in COUNT_COLUMNS and value is not None else number(value)
         return {name: cells[name] for name in COLUMNS}
 
 

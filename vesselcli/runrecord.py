@@ -66,13 +66,15 @@ def output_settings(
     fov_dir: Path | None,
     overlays: bool,
     probabilities: bool,
+    pixel_size_um: float | None = None,
 ) -> dict[str, Any]:
     """The flat ``settings`` dict (JSON types only) of a run with these choices.
 
     ``model``: the file the engine loaded (None for an engine without one, a test double);
     ``tile_size`` / ``tile_overlap`` are the ones used (after rounding to the model's multiple);
     ``fov_diameter`` is the model's scale (the FOV diameter in pixels it brings images to);
-    folders are absolute paths, so the same folder named from another working directory is equal.
+    folders are absolute paths, so the same folder named from another working directory is equal;
+    ``pixel_size_um`` (``--pixel-size``) fills the mm and um morphology columns.
     """
     return {
         "model": None if model is None else os.path.abspath(model),
@@ -89,6 +91,7 @@ def output_settings(
         "masks": True,
         "overlays": bool(overlays),
         "probabilities": bool(probabilities),
+        "pixel_size_um": None if pixel_size_um is None else float(pixel_size_um),
     }
 
 

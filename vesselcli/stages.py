@@ -4,7 +4,8 @@
    detect the FOV otherwise, and ``prepare`` the network input at the model's scale.
 2. (the pipeline tiles the input through the engine: a probability map at model scale)
 3. ``finish``: bring the probability back to the image's size, threshold it, keep it inside
-   the FOV and measure it (inside the FOV) against the annotation.
+   the FOV, measure its morphology (``vesselcli.analysis.morphology``) and measure it
+   (inside the FOV) against the annotation.
 4. ``write``: encode and write the mask, overlay and probability map atomically (the map as
    ``probability_levels``: 0 outside the FOV, and ``level / 255 >= threshold`` exactly where
    the mask is a vessel).
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
+from .analysis.morphology import morphology
 from .discover import Item, LinkedOutputError, OutputPaths
 from .fov import detect_fov
 from .imageio import ImageReadError, encode_jpeg, encode_png, read_image, read_mask, write_atomic
@@ -97,9 +99,12 @@ def load(item: Item, partners: Partners, pre: Preprocessing, max_pixels: int) ->
     return Job(item, started, rgb, fov, truth, network_input)
 
 
-def finish(job: Job, model_probability: np.ndarray, threshold: float) -> tuple[np.ndarray, ImageResult]:
+def finish(job: Job, model_probability: np.ndarray, threshold: float,
+           pixel_size_um: float | None = None) -> tuple[np.ndarray, ImageResult]:
     """Probability at model scale ``(h, w) float32`` -> (mask ``(H, W) bool``, result row).
 
+    ``pixel_size_um``: micrometres per pixel of this image (from its metadata, else
+    ``--pixel-size``), for the morphology figures in mm and um; None leaves them empty.
     Also stores the original-size probability in ``job.probability``.
     """
     height, width = job.fov.shape
@@ -121,6 +126,7 @@ def finish(job: Job, model_probability: np.ndarray, threshold: float) -> tuple[n
         fov_pixels=int(np.count_nonzero(job.fov)),
         vessel_pixels=int(np.count_nonzero(mask)),
         figures=figures,
+        morphology=morphology(mask, job.fov, pixel_size_um),
     )
     return mask, result
 

@@ -1,8 +1,8 @@
 """``vesselseg merge OUT``: join the parts of ``segment --shard I/N`` runs into one result.
 
 Checks that every shard is there and complete, that no image is in two shards and that all
-ran with the same settings, then writes ``OUT/results.csv`` (input order) and
-``OUT/run.json`` and prints the run's summary. Exit code: 0 merged and every image done;
+ran with the same settings, then writes ``OUT/results.csv`` (input order), ``OUT/run.json``
+and ``OUT/report.html`` and prints the run's summary. Exit code: 0 merged and every image done;
 1 merged but some images failed (their rows say why), or not merged (one line per problem
 on stderr, nothing written); 2 usage error.
 """
@@ -15,7 +15,7 @@ from rich.console import Console
 
 from ..lock import LockedError
 from ..run.merge import MergeError, merge as merge_parts
-from .segment import print_summary
+from .segment import print_summary, write_report
 
 
 @click.command()
@@ -31,6 +31,7 @@ def merge(out: Path, quiet: bool) -> None:
             err.print(f"error: {line}", markup=False)
         err.print(f"nothing merged: {out / 'results.csv'} was not written", markup=False)
         click.get_current_context().exit(1)
+    write_report(out, err, quiet)
     if not quiet:
         print_summary(report, bool(report.ious), 0.0, [("results", str(out / "results.csv")), ("shards", str(shards))],
                       title="vesselseg merge")

@@ -148,6 +148,8 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
               help="Redo every image with these settings (default: skip those already done; other settings are refused).")
 @click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
               help="Refuse images larger than this many pixels before decoding them.")
+@click.option("--pixel-size", "pixel_size_um", type=click.FloatRange(0.0, 1e6, min_open=True), metavar="UM",
+              help="Micrometres per pixel: adds vessel_length_mm and mean_width_um to results.csv.")
 @click.option("--shard", callback=_check_shard, metavar="I/N|auto",
               help="Do only shard I of N (0-based; by a hash of each image's name) into OUT/parts; 'auto' reads "
                    "Slurm array or torchrun variables. Then `vesselseg merge OUT`.")
@@ -160,8 +162,8 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
 def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: Path | None, gt_pattern: str | None,
             model: Path | None, engine: str, device: str, threshold: float | None, workers: int, batch_size: int,
             tile_size: int, tile_overlap: int, tta: bool, save_probabilities: bool, no_overlays: bool,
-            overwrite: bool, max_pixels: int, shard: Shard | None, ray_address: str | None, ray_actors: int | None,
-            quiet: bool) -> None:
+            overwrite: bool, max_pixels: int, pixel_size_um: float | None, shard: Shard | None,
+            ray_address: str | None, ray_actors: int | None, quiet: bool) -> None:
     """Segment the vessels of every image in INPUT... (files and folders, searched recursively).
 
     Writes OUT/masks/<name>.png (0/255, the image's own size), OUT/overlays/<name>.jpg and
@@ -182,7 +184,7 @@ def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: P
         inputs=inputs, out=out, gt_dir=gt_dir, fov_dir=fov_dir, gt_pattern=gt_pattern, threshold=threshold,
         workers=workers, batch_size=batch_size, tile_size=tile_size, tile_overlap=tile_overlap, tta=tta,
         save_probabilities=save_probabilities, overlays=not no_overlays, overwrite=overwrite, max_pixels=max_pixels,
-        shard=shard,
+        pixel_size_um=pixel_size_um, shard=shard,
     )
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     options = _plain(click.get_current_context().params)
@@ -235,6 +237,8 @@ def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str
         report, seconds = _run(config, the_plan, the_engine, err, quiet, options, ray)
     finally:
         the_engine.close()
+    if config.shard is None:  # a shard's images are a part of the run: merge writes the report
+        write_report(config.out, err, quiet)
     if not quiet:
         _print_summary(report, config, seconds)
     _print_ending(report, err)
@@ -302,6 +306,17 @@ def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, q
     if received:
         report.interrupted_by = received[0]
     return report, time.perf_counter() - started
+
+
+def write_report(out: Path, err: Console, quiet: bool) -> None:
+    """OUT/report.html for the run so far; a page that cannot be built is a warning, not a failure."""
+    from ..analysis.html_report import ReportError, build_report
+
+    try:
+        build_report(out)
+    except (ReportError, OSError, ValueError) as exc:
+        err.print(f"warning: the report could not be written: {exc}; `vesselseg report {out}` retries",
+                  markup=False)
 
 
 def _fmt(value: float | None) -> str:

@@ -1,0 +1,1 @@
+"""Figures computed from the written outputs: vessel morphology and the batch HTML report."""
