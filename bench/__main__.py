@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .accuracy import product_accuracy, second_observer
 from .chart import Bar, draw_chart
+from .commands import Shown, relative_to_repo
 from .machine import machine_info
 from .measure import Measurement, RunFailed, measure, run_once
 from .report import FLOOR_SUBJECT, OURS_PREFIX, REPORT_SUBJECT, Results, render, write_csv
@@ -127,13 +128,13 @@ def ours(engine: str) -> str:
     return OURS_PREFIX + engine
 
 
-def speed(args, engines, folder: Path, images: int, repeats: int, condition: str, with_report: bool) -> list[Measurement]:
+def speed(args, engines, folder: Path, images: int, repeats: int, condition: str, with_report: bool, shown: Shown) -> list[Measurement]:
     scratch = args.scratch
-    runs = [measure(FLOOR_SUBJECT, condition, images, lambda o: [PY, "-m", "bench.io_floor", str(folder), str(o)], scratch, repeats, cwd=REPO)]
+    runs = [measure(FLOOR_SUBJECT, condition, images, lambda o: [PY, "-m", "bench.io_floor", str(folder), str(o)], scratch, repeats, cwd=REPO, shown=shown.command)]
     for engine in engines:
-        runs.append(measure(ours(engine), condition, images, lambda o, e=engine: segment_command(args, e, folder, o), scratch, repeats, cwd=REPO))
+        runs.append(measure(ours(engine), condition, images, lambda o, e=engine: segment_command(args, e, folder, o), scratch, repeats, cwd=REPO, shown=shown.command))
     if with_report:
-        runs.append(measure(REPORT_SUBJECT, condition, images, lambda o: [PY, "-m", "bench.report_path", str(folder), str(o)], scratch, repeats, cwd=REPO))
+        runs.append(measure(REPORT_SUBJECT, condition, images, lambda o: [PY, "-m", "bench.report_path", str(folder), str(o)], scratch, repeats, cwd=REPO, shown=shown.command))
     return sorted(runs, key=_table_order)
 
 
@@ -151,15 +152,18 @@ def run(args: argparse.Namespace, command: str) -> Results:
     engines = available_engines(args)
     sources = drive_images(args.data)
     args.scratch.mkdir(parents=True, exist_ok=True)
+    shown = Shown(REPO, relative_to_repo(args.data, REPO))
     limit = 1 if args.quick else None
     if "accuracy" not in args.skip:
         log("accuracy: vesselseg segment --gt on the public test sets")
-        results.accuracy, results.accuracy_commands = product_accuracy(args.data, args.scratch, args.model, limit, REPO)
+        results.accuracy, results.accuracy_commands = product_accuracy(args.data, args.scratch, args.model, limit, REPO, shown)
         results.observer = second_observer(args.data, limit)
     if "speed" not in args.skip:
         log(f"speed: {args.images} DRIVE images, {args.repeats} runs each")
         folder = count_set(sources, args.images, args.scratch)
-        results.speed = speed(args, engines, folder, args.images, args.repeats, f"{args.images} DRIVE test images", True)
+        if args.images == len(sources):  # links to the dataset's files, in its order: print the dataset's folder
+            shown = shown.with_alias(folder, str(shown.data / "DRIVE" / "test" / "images"))
+        results.speed = speed(args, engines, folder, args.images, args.repeats, f"{args.images} DRIVE test images", True, shown)
     if "cost" not in args.skip:
         log("cost: FLOPs, measured peak, engine time")
         cost_cmd = [PY, "-m", "bench.cost", "--image", str(sources[0])]
@@ -172,6 +176,7 @@ def run(args: argparse.Namespace, command: str) -> Results:
         else:
             cost_cmd += ["--matmul", "4096"]
         results.cost = run_once(cost_cmd, cwd=REPO).report
+        results.cost_command = shown.command(cost_cmd)
     if "counts" not in args.skip:
         log(f"scaling with the number of images: {args.counts}")
         for count in args.counts:
@@ -180,7 +185,7 @@ def run(args: argparse.Namespace, command: str) -> Results:
                 results.counts += reuse
                 continue
             folder = count_set(sources, count, args.scratch)
-            results.counts += speed(args, engines[:1], folder, count, args.scaling_repeats, f"{count} images", False)
+            results.counts += speed(args, engines[:1], folder, count, args.scaling_repeats, f"{count} images", False, shown)
         if 2000 not in args.counts:
             results.notes.append(f"Image counts run: {', '.join(map(str, args.counts))} (`--counts`); the 2,000-image run was left out.")
         results.counts.sort(key=lambda m: (_table_order(m), m.images))
@@ -188,11 +193,11 @@ def run(args: argparse.Namespace, command: str) -> Results:
         log(f"scaling with the image size: {args.sizes}")
         for width, height in args.sizes:
             folder = size_set(sources[: args.size_images], width, height, args.scratch)
-            results.sizes += speed(args, engines[:1], folder, args.size_images, args.scaling_repeats, f"{width}x{height}", False)
+            results.sizes += speed(args, engines[:1], folder, args.size_images, args.scaling_repeats, f"{width}x{height}", False, shown)
         results.sizes.sort(key=lambda m: (_table_order(m), _pixels(m.condition)))
     if "analysis" not in args.skip:
         log("analysis: morphology cost, report.html of a big run")
-        results.analysis = analysis(args, sources, results, engines[0])
+        results.analysis = analysis(args, sources, results, engines[0], shown)
     if "scaleout" not in args.skip:
         if importlib.util.find_spec("ray") is None:
             log("scale-out: Ray is not installed (pip install 'vesselseg[ray]'), not measured")
@@ -212,7 +217,7 @@ def run(args: argparse.Namespace, command: str) -> Results:
     return results
 
 
-def analysis(args: argparse.Namespace, sources: list[Path], results: Results, engine: str) -> dict:
+def analysis(args: argparse.Namespace, sources: list[Path], results: Results, engine: str, shown: Shown) -> dict:
     """bench.analysis on a fresh DRIVE test run (copied to 2,000 images), against the per-image time."""
     out = args.scratch / "analysis-run"
     shutil.rmtree(out, ignore_errors=True)
@@ -232,7 +237,7 @@ def analysis(args: argparse.Namespace, sources: list[Path], results: Results, en
     else:
         figures["per_image_ms"], figures["per_image_source"] = 1000 * timed.wall_s / len(images), "segment (this run)"
     figures["copies"] = copies
-    figures["command"] = "python " + " ".join(command).replace(str(args.data), "DATA").replace(str(out), "OUT")
+    figures["command"] = shown.command([PY, *command]).replace(str(out), "OUT")  # OUT: a segment run's folder
     return figures
 
 

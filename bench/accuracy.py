@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,39 +22,20 @@ import numpy as np
 from vesselcli import metrics
 from vesselcli.imageio import read_mask
 from vesselcli.pairing import pairing_key
+from vesselcli.protocols import EvaluationSet, evaluation_sets
 
+from .commands import Shown
 from .measure import run_once
 
 #: results.csv columns -> our names, in table order.
 COLUMNS = {"dice": "f1", "iou": "iou", "auc": "auc", "sensitivity": "se", "specificity": "sp", "accuracy": "acc"}
 
 
-@dataclass(frozen=True)
-class TestSet:
-    """One public protocol: its images, annotations, optional FOV masks and how it is scored."""
-
-    name: str
-    images: list[Path]
-    truth_dir: Path
-    fov_dir: Path | None
-    whole_image: bool  # also score the whole image (DRIVE-512, the report's protocol)
-
-
-def test_sets(data: Path, limit: int | None = None) -> list[TestSet]:
-    """DRIVE test (20), CHASE_DB1 Image_11L..Image_14R (8), DRIVE-512 test (20), as present."""
-    sets = []
-    drive = data / "DRIVE" / "test"
-    if drive.is_dir():
-        sets.append(TestSet("DRIVE test", _files(drive / "images"), drive / "1st_manual", drive / "mask", False))
-    chase = data / "CHASE_DB1"
-    if chase.is_dir():
-        test = [p for p in _files(chase / "images") if int("".join(c for c in p.stem if c.isdigit())) >= 11]
-        sets.append(TestSet("CHASE_DB1 test", test, chase / "1st_manual", chase / "fov", False))
-    drive512 = data / "DRIVE-512" / "test"
-    if drive512.is_dir():
-        sets.append(TestSet("DRIVE-512 test", _files(drive512 / "images"), drive512 / "masks", None, True))
+def accuracy_sets(data: Path, limit: int | None = None) -> list[EvaluationSet]:
+    """The protocols' test sets (``vesselcli.protocols``), as present, each cut to ``limit`` images."""
+    sets = evaluation_sets(data)
     if limit is not None:
-        sets = [TestSet(s.name, s.images[:limit], s.truth_dir, s.fov_dir, s.whole_image) for s in sets]
+        sets = [replace(s, images=s.images[:limit]) for s in sets]
     return sets
 
 
@@ -95,12 +76,12 @@ def whole_image_iou(masks_dir: Path, truth_dir: Path, images: list[Path]) -> flo
     return float(np.mean(values))
 
 
-def product_accuracy(data: Path, scratch: Path, model: Path | None, limit: int | None, cwd: Path) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
-    """Figures per test set from the product's own runs, and the command used for each."""
+def product_accuracy(data: Path, scratch: Path, model: Path | None, limit: int | None, cwd: Path, shown: Shown) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """Figures per test set from the product's own runs, and the command used for each (as ``shown``)."""
     results: dict[str, dict[str, float]] = {}
     commands: dict[str, str] = {}
-    for test_set in test_sets(data, limit):
-        out = scratch / "accuracy" / test_set.name.replace(" ", "-")
+    for test_set in accuracy_sets(data, limit):
+        out = scratch / "accuracy" / test_set.name
         shutil.rmtree(out, ignore_errors=True)
         extra = ["--gt", str(test_set.truth_dir)]
         if test_set.fov_dir is not None:
@@ -111,18 +92,20 @@ def product_accuracy(data: Path, scratch: Path, model: Path | None, limit: int |
         figures["seconds"] = run.wall_s
         if test_set.whole_image:
             figures["iou_whole_image"] = whole_image_iou(out / "masks", test_set.truth_dir, test_set.images)
-        results[test_set.name] = figures
-        commands[test_set.name] = _short_command(test_set, model, extra)
+        results[f"{test_set.name} test"] = figures
+        commands[f"{test_set.name} test"] = _short_command(test_set, model, extra, shown)
         shutil.rmtree(out, ignore_errors=True)
     return results, commands
 
 
-def _short_command(test_set: TestSet, model: Path | None, extra: list[str]) -> str:
+def _short_command(test_set: EvaluationSet, model: Path | None, extra: list[str], shown: Shown) -> str:
     """A readable form of the command: the image folder instead of a list of files."""
     folder = test_set.images[0].parent if test_set.images else Path("?")
-    images = f"{folder}" if len(test_set.images) == len(_files(folder)) else f"{folder}/{{{','.join(p.name for p in test_set.images)}}}"
-    model_part = f" --model {model}" if model is not None else ""
-    return f"vesselseg segment {images} --out OUT{model_part} {' '.join(extra)}"
+    images = shown.path(str(folder))
+    if len(test_set.images) != len(_files(folder)):
+        images += "/" + (test_set.images[0].name if len(test_set.images) == 1 else "{" + ",".join(p.name for p in test_set.images) + "}")
+    words = ["--model", str(model)] if model is not None else []
+    return f"vesselseg segment {images} --out OUT {shown.command(words + extra)}".replace("  ", " ").rstrip()
 
 
 def second_observer(data: Path, limit: int | None = None) -> dict[str, float]:

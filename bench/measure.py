@@ -120,8 +120,12 @@ def measure(
     repeats: int,
     cwd: Path | None = None,
     log: Callable[[str], None] = lambda message: print(message, file=sys.stderr, flush=True),
+    shown: Callable[[Sequence[str]], str] = shlex.join,
 ) -> Measurement:
-    """Run ``command_for(out_dir)`` ``repeats`` times, each into a fresh empty ``out_dir``."""
+    """Run ``command_for(out_dir)`` ``repeats`` times, each into a fresh empty ``out_dir``.
+
+    The measurement's command is ``shown(command_for(Path("OUT")))``: the form printed for readers.
+    """
     runs = []
     out_dir = scratch / "out"
     for i in range(repeats):
@@ -131,4 +135,4 @@ def measure(
         runs.append(run)
         log(f"  {subject:28s} {condition:34s} run {i + 1}/{repeats}: {run.wall_s:7.2f} s, {images / run.wall_s:7.2f} images/s, peak {run.peak_rss_mib:7.0f} MiB")
     shutil.rmtree(out_dir, ignore_errors=True)
-    return Measurement(subject, condition, images, shlex.join(command_for(Path("OUT"))), tuple(runs))
+    return Measurement(subject, condition, images, shown(command_for(Path("OUT"))), tuple(runs))

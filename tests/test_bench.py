@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import csv
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.commands import Shown, relative_to_repo
 from bench.measure import Measurement, Run, run_once
 from bench.report import FLOOR_SUBJECT, OURS_PREFIX, REPORT_SUBJECT, Results, render
 from bench.workloads import count_set, fit_to_frame
@@ -76,6 +79,14 @@ def test_quick_bench_writes_a_well_formed_report(drive_root: Path, tmp_path: Pat
                     "## Morphology and the HTML report"):
         assert heading in text
     assert "published, not measured here" in text and "Machine: " in text
+    # Commands a reader can run from the repository root: no interpreter or checkout of this machine.
+    assert sys.executable not in text and f"{ROOT}/" not in text
+    commands = re.findall(r"`((?:python|vesselseg) [^`]*)`", text)
+    assert any(c.startswith("python -m bench.cost ") for c in commands)
+    for command in commands:
+        for word in shlex.split(command):
+            if "/" in word and not word.startswith("/") and "{" not in word:
+                assert (ROOT / word).exists(), f"{word} in `{command}` is not a path from the repository root"
 
     with open(table, newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -95,6 +106,21 @@ def test_quick_bench_writes_a_well_formed_report(drive_root: Path, tmp_path: Pat
 
     with Image.open(png) as chart:
         assert chart.format == "PNG" and chart.size[0] > 500
+
+
+def test_commands_are_shown_as_run_from_the_repository_root(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    images = data / "DRIVE" / "test" / "images"
+    images.mkdir(parents=True)
+    linked = tmp_path / "scratch" / "count-20"
+    linked.mkdir(parents=True)
+    shown = Shown(ROOT, Path("../shared/data")).with_alias(linked, "../shared/data/DRIVE/test/images")
+    model = ROOT / "vesselcli" / "__init__.py"
+    command = [sys.executable, "-m", "vesselcli", "segment", str(linked), "--out", "OUT", "--model", str(model)]
+    assert shown.command(command) == "python -m vesselcli segment ../shared/data/DRIVE/test/images --out OUT --model vesselcli/__init__.py"
+    assert Shown(ROOT, Path("data")).path(str(data)) == str(data)  # not the data folder given: left alone
+    assert relative_to_repo(Path("../shared/data"), ROOT) == Path("../shared/data")
+    assert relative_to_repo(ROOT.parent / "shared" / "data", ROOT) == Path("../shared/data")
 
 
 def _measurement(subject: str, wall: float, images: int = 20, peak: float = 100.0) -> Measurement:

@@ -230,3 +230,17 @@ def test_best_f1_edge_cases() -> None:
     assert metrics.best_threshold_f1(np.zeros((2, 2)), none) == (1 / 255, 1.0)
     # Everything a vessel: threshold 0 calls everything a vessel.
     assert metrics.best_threshold_f1(np.full((2, 2), 0.3), np.ones((2, 2), bool)) == (0.0, 1.0)
+
+
+def test_merged_16_bit_histograms_are_the_8_bit_ones() -> None:
+    rng = np.random.default_rng(3)
+    # Random floats, and every k / 255 exactly: the values where a rounding slip would show.
+    prob = np.concatenate([rng.random(5000), np.arange(256) / 255, np.nextafter(np.arange(1, 256) / 255, 0)])
+    truth = rng.random(prob.size) < 0.3
+    fine = metrics.level_histograms(prob, truth, levels=metrics.AUC_LEVELS)
+    coarse = metrics.level_histograms(prob, truth, levels=256)
+    for f, c in zip(fine, coarse):
+        assert np.array_equal(metrics.merge_levels(f, 256), c)
+    assert metrics.histogram_auc(*fine) == pytest.approx(metrics.roc_auc(prob, truth), abs=1e-4)
+    with pytest.raises(ValueError, match="not a multiple"):
+        metrics.merge_levels(fine[0], 100)

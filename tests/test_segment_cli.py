@@ -90,6 +90,7 @@ def test_an_unreadable_model_is_a_usage_error(tmp_path: Path) -> None:
     (["--pixel-size", "0"], "--pixel-size"),
     (["--engine", "tflite"], "--engine"),
     (["--gt-pattern", "manual1"], "does not contain {stem}"),
+    (["--gt-pattern", "{stem}_manual1.gif"], "without it"),  # the rule score applies (one check, vesselcli.pairing)
 ])
 def test_bad_options_are_usage_errors_that_say_what_to_do(tmp_path: Path, args, message) -> None:
     write_fundus(tmp_path / "in" / "a.png")

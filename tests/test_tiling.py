@@ -1,5 +1,6 @@
-"""Sliding-window geometry: exact reconstruction with identity-like predictors, full batches
-across images, per-batch failures, flips; resizing round trips."""
+"""Sliding-window geometry: exact reconstruction with identity-like predictors, blending checked
+against answers computed by hand with a position-dependent predictor, full batches across
+images, per-batch failures, flips; resizing round trips."""
 from __future__ import annotations
 
 import numpy as np
@@ -60,6 +61,58 @@ def test_reconstruction_is_exact_for_any_geometry(height, width, tile, overlap_f
     out = sliding_window(image, first_channel_times_two, TileSpec(tile, overlap, batch, blend))
     assert out.shape == (1, height, width)
     assert np.array_equal(out, image[:1] * 2.0)
+
+
+def where_in_the_tile(batch: np.ndarray) -> np.ndarray:
+    """A position-dependent predictor: channel 0 the row, channel 1 the column inside each tile.
+
+    Overlapping tiles disagree about every pixel they share, so only the right weights at
+    the right places give the blended answer below (an identity is rebuilt by any weights).
+    """
+    n, _, t, _ = batch.shape
+    rows, cols = np.mgrid[0:t, 0:t].astype(np.float32)
+    return np.broadcast_to(np.stack([rows, cols]), (n, 2, t, t)).copy()
+
+
+def gaussian_1d(tile: int) -> np.ndarray:
+    """The documented blend weight along one axis: exp(-x^2 / 2 sigma^2), sigma = tile / 8, x from the centre."""
+    x = np.arange(tile) - (tile - 1) / 2
+    return np.exp(-0.5 * (x / (tile / 8)) ** 2)
+
+
+def blended_position(length: int, origins: list[int], weight: np.ndarray) -> np.ndarray:
+    """Per pixel of one axis: the weighted mean, over the tiles covering it, of its position in each."""
+    tile = len(weight)
+    out = np.zeros(length)
+    for p in range(length):
+        inside = [p - o for o in origins if o <= p < o + tile]
+        out[p] = sum(weight[i] * i for i in inside) / sum(weight[i] for i in inside)
+    return out
+
+
+def test_constant_blending_averages_overlapping_tiles() -> None:
+    # 12 columns, tiles of 8 overlapping by 4: origins 0 and 4. Columns 4-7 lie in both tiles,
+    # at positions 4-7 in the first and 0-3 in the second: their mean, by hand.
+    out = sliding_window(np.zeros((1, 1, 12), np.float32), where_in_the_tile, TileSpec(8, 4, 1, "constant"))
+    assert out[1, 0].tolist() == [0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7]
+    assert out[0, 0].tolist() == [0] * 12  # one row, padded to a tile: row 0 of each tile
+
+
+@pytest.mark.parametrize(("shape", "tile", "overlap", "batch"), [
+    ((12, 12), 8, 4, 1), ((1, 12), 8, 4, 2), ((30, 21), 8, 3, 5), ((5, 7), 8, 2, 1), ((64, 100), 32, 8, 3),
+])
+def test_gaussian_blending_weights_each_tile_by_its_distance_from_the_centre(shape, tile, overlap, batch) -> None:
+    h, w = shape
+    out = sliding_window(np.zeros((1, h, w), np.float32), where_in_the_tile, TileSpec(tile, overlap, batch, "gaussian"))
+    g = gaussian_1d(tile)
+    # The weight is separable (row weight x column weight); for the column channel the row
+    # weights of the tiles stacked above each other factor out, and the other way round.
+    rows = blended_position(max(h, tile), tile_origins(max(h, tile), tile, overlap), g)[:h]
+    cols = blended_position(max(w, tile), tile_origins(max(w, tile), tile, overlap), g)[:w]
+    np.testing.assert_allclose(out[0], np.broadcast_to(rows[:, None], shape), atol=1e-5)
+    np.testing.assert_allclose(out[1], np.broadcast_to(cols[None, :], shape), atol=1e-5)
+    if overlap and w > tile:  # where tiles overlap the answer is not any single tile's
+        assert not np.allclose(cols, np.arange(w) - np.array([max(o for o in tile_origins(w, tile, overlap) if o <= p) for p in range(w)]))
 
 
 @settings(max_examples=200, deadline=None)

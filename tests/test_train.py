@@ -12,8 +12,11 @@ import torch
 from PIL import Image
 
 from train.data import PatchDataset, find_training_files, load_samples, split_validation
-from train.loop import figures_from_histograms, vessel_loss
+import train.loop
+from train.data import Sample
+from train.loop import evaluate, vessel_loss
 from train.options import parse_args
+from vesselcli import metrics
 from vesselcli.checkpoint import load_model
 from vesselcli.preprocess import Preprocessing
 from vesselcli.unet import UNet, UNetConfig
@@ -116,19 +119,38 @@ def test_config_file_and_command_line_merge(tmp_path: Path) -> None:
     assert (report.lr, report.batch_size, report.loss, report.epochs) == (1e-4, 4, "bce", 400)
 
 
-def test_validation_figures_from_histograms_match_direct_counts() -> None:
-    pos = np.zeros(256)
-    neg = np.zeros(256)
-    pos[200] = 30  # confident vessels
-    pos[50] = 10  # missed vessels
-    neg[10] = 100
-    neg[220] = 5  # false alarms
-    f = figures_from_histograms(pos, neg)
-    # At 0.5: tp 30, fn 10, fp 5 -> IoU 30/45, Dice 60/75.
-    assert f["iou"] == pytest.approx(30 / 45)
-    assert f["dice"] == pytest.approx(60 / 75)
-    # AUC: a positive at 200 beats 100 negatives, loses to 5; one at 50 beats 100.
-    assert f["auc"] == pytest.approx((30 * 100 + 10 * 100) / (40 * 105))
+def _validate_on(monkeypatch: pytest.MonkeyPatch, prob: np.ndarray, truth: np.ndarray) -> dict:
+    """``train.loop.evaluate`` on one image whose predicted probability map is ``prob``."""
+    monkeypatch.setattr(train.loop, "predict_probability", lambda model, sample, pre, device: prob)
+    sample = Sample("x", np.zeros((*prob.shape, 3), np.uint8), truth, np.ones(prob.shape, bool))
+    return evaluate(torch.nn.Identity(), [sample], Preprocessing(), torch.device("cpu"), rank=0, world=1)
+
+
+def test_stored_threshold_gives_the_validation_dice_it_was_chosen_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two pixels: background 0.29 (73.95/255), vessel 74.7/255. Any threshold in (0.29, 0.2929]
+    # separates them; rounding prob * 255 put the vessel in bin 75 and stored 75/255 = 0.2941,
+    # which drops the vessel (validation Dice 1.0 at the stored threshold, 0.0 when applied).
+    prob = np.array([[0.29, 74.7 / 255]])
+    truth = np.array([[False, True]])
+    figures = _validate_on(monkeypatch, prob, truth)
+    assert figures["best_dice"] == 1.0
+    applied = metrics.dice(metrics.confusion(prob >= figures["best_threshold"], truth))
+    assert applied == figures["best_dice"]
+
+
+def test_validation_figures_match_the_metrics_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    truth = rng.random((30, 40)) < 0.2
+    prob = np.clip(truth * 0.4 + rng.random((30, 40)) * 0.6, 0, 1).astype(np.float32)
+    figures = _validate_on(monkeypatch, prob, truth)
+    at_half = metrics.confusion(prob >= 0.5, truth)
+    assert (figures["iou"], figures["dice"]) == (metrics.iou(at_half), metrics.dice(at_half))
+    threshold, f1 = metrics.best_threshold_f1(prob, truth)
+    assert (figures["best_threshold"], figures["best_dice"]) == (threshold, f1)
+    at_best = metrics.confusion(prob >= threshold, truth)
+    assert figures["best_iou"] == metrics.iou(at_best)
+    # AUC from the pooled 16-bit histograms: that of the float map to within 1e-4.
+    assert figures["auc"] == pytest.approx(metrics.roc_auc(prob, truth), abs=1e-4)
 
 
 @pytest.mark.data

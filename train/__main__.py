@@ -22,6 +22,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,7 +35,7 @@ from vesselcli.checkpoint import read_checkpoint, save_checkpoint
 from vesselcli.preprocess import Preprocessing
 from vesselcli.unet import UNet, UNetConfig, count_parameters
 
-from .data import PatchDataset, load_samples, repackage, split_validation
+from .data import PatchDataset, Sample, load_samples, repackage, split_validation
 from .ema import WeightAverage
 from .loop import evaluate, train_one_epoch
 from .options import TrainConfig, parse_args
@@ -75,113 +76,216 @@ def build_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+@dataclass(frozen=True)
+class Distributed:
+    """Where this process runs: DDP or not, its rank among ``world`` processes, its device."""
+
+    ddp: bool
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class TrainingData:
+    """The patch dataset, its sampler and loader, the validation images and a description."""
+
+    dataset: PatchDataset
+    sampler: DistributedSampler | RandomSampler
+    loader: DataLoader
+    val_samples: list[Sample]
+    description: list[str]
+
+
+@dataclass
+class Trainer:
+    """The model (``net``: DDP-wrapped or not; ``raw_model``: the bare UNet) and its optimisation."""
+
+    net: torch.nn.Module
+    raw_model: UNet
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR | None
+    autocast_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler | None
+    total_steps: int
+
+
+@dataclass
+class Position:
+    """Where the loop starts: first epoch, optimiser steps taken, best validation so far."""
+
+    epoch: int = 0
+    step: int = 0
+    best: dict = field(default_factory=lambda: {"iou": -1.0})
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     ddp, rank, _, world, device = setup_distributed(cfg.device)
-    master = rank == 0
+    where = Distributed(ddp, rank, world, device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed + rank)  # per-rank seeds: dropout/augmentation differ per rank
-    out = Path(cfg.out)
     pre = Preprocessing(fov_diameter=cfg.fov_diameter, channel=cfg.channel)
     model_args = UNetConfig(in_channels=1, base_channels=cfg.base_channels, depth=cfg.depth, norm=cfg.norm, padding=cfg.padding)
-
-    samples = load_samples([Path(d) for d in cfg.data])
-    train_samples, val_samples = split_validation(samples, cfg.val_fraction, cfg.seed)
-    data_desc = [f"{Path(d).resolve().name}: {n} training / {m} validation images" for d, n, m in _split_counts(cfg.data, train_samples, val_samples)]
-    if cfg.repackage:  # the split is made first, so no image is on both sides in any form
-        train_samples += [repackage(s, cfg.repackage) for s in train_samples]
-        val_samples += [repackage(s, cfg.repackage) for s in val_samples]
-        data_desc.append(f"each also re-packaged to {cfg.repackage}x{cfg.repackage} as DRIVE-512 (bilinear, annotation binarised at 127)")
-    dataset = PatchDataset(train_samples, pre, cfg.patch, cfg.samples_per_image, cfg.seed)
-    sampler = DistributedSampler(dataset, shuffle=True, seed=cfg.seed) if ddp else RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed))
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers, drop_last=True, pin_memory=device.type == "cuda")
-
-    # channels-last is faster for these convolutions on both CPU (oneDNN) and CUDA.
-    model = UNet(model_args).to(device).to(memory_format=torch.channels_last)
-    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if ddp else model
-    raw_model = net.module if ddp else net
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = len(loader)
-    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
-    scheduler = build_scheduler(optimizer, cfg, total_steps)
-    autocast_dtype = None
-    scaler = None
-    if device.type == "cuda":
-        autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if autocast_dtype == torch.float16:
-            scaler = torch.amp.GradScaler("cuda")
-
-    start_epoch, step, best = 0, 0, {"iou": -1.0}
+    data = build_data(cfg, pre, where)
+    trainer = build_trainer(cfg, model_args, where, steps_per_epoch=len(data.loader))
+    position, state = Position(), None
     if cfg.init and not cfg.resume:
-        init = read_checkpoint(cfg.init)
-        init_args = UNetConfig.from_dict(init["model_args"])
-        weights = init["model"]
-        if init_args != model_args:
-            # A narrower checkpoint is widened so the wider model starts as the same function.
-            narrower = UNet(init_args)
-            narrower.load_state_dict(weights)
-            try:
-                weights = widen(narrower, model_args, noise=WIDEN_NOISE, seed=cfg.seed).state_dict()
-            except ValueError as exc:
-                raise SystemExit(f"--init {cfg.init}: its model ({init_args.to_dict()}) cannot start the one asked for ({model_args.to_dict()}): {exc}") from None
-            if master:
-                print(f"--init: widened {init_args.base_channels} to {model_args.base_channels} base channels (Net2WiderNet, noise {WIDEN_NOISE})", flush=True)
-        raw_model.load_state_dict(weights)
+        trainer.raw_model.load_state_dict(initial_weights(cfg, model_args, where.master))
     if cfg.resume:
         state = read_checkpoint(cfg.resume)
-        raw_model.load_state_dict(state.get("train_model", state["model"]))
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state.get("scheduler"):
-            scheduler.load_state_dict(state["scheduler"])
-        start_epoch, step = int(state["epoch"]) + 1, int(state["step"])
-        best = dict(state.get("best", best))
-    # With --ema the average is what is validated, kept and shipped (checkpoint "model");
-    # the raw weights the optimiser moves travel as "train_model" for --resume.
-    ema = WeightAverage(raw_model, cfg.ema) if cfg.ema else None
-    if ema is not None and cfg.resume and "train_model" in state:
-        ema.load_state_dict(state["model"])
-
-    if master:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        print(
-            f"world size {world} ({'DDP ' + dist.get_backend() if ddp else 'single process'}), device {device}, "
-            f"batch {cfg.batch_size} per process ({cfg.batch_size * world} in all), {steps_per_epoch} steps/epoch, "
-            f"{count_parameters(raw_model):,} parameters; data: {'; '.join(data_desc)}",
-            flush=True,
-        )
-    metrics_path = out / "metrics.csv"
-    progress = Progress(enabled=master, total_steps=total_steps, start_step=step)
-    epoch = start_epoch
-    with progress:
-        while epoch < cfg.epochs and not (cfg.max_steps and step >= cfg.max_steps):
-            if ddp:
-                sampler.set_epoch(epoch)
-            dataset.set_epoch(epoch)
-            stats, step = train_one_epoch(
-                net, loader, optimizer, scheduler, device, cfg.loss, autocast_dtype, scaler, step, cfg.max_steps,
-                on_step=lambda s, loss: progress.update(s, loss, epoch, cfg.batch_size * world), ema=ema,
-            )
-            last_epoch = epoch + 1 >= cfg.epochs or bool(cfg.max_steps and step >= cfg.max_steps)
-            val = {}
-            if val_samples and ((epoch + 1) % cfg.val_every == 0 or last_epoch):
-                val = evaluate(ema.model if ema else raw_model, val_samples, pre, device, rank, world)
-            improved = bool(val) and val["iou"] > best["iou"]
-            if improved:
-                best = {"iou": val["iou"], "epoch": epoch, **{f"val_{k}": v for k, v in val.items()}}
-            if master:
-                payload = _payload(raw_model, ema, model_args, pre, cfg, data_desc, val, best, epoch, step, optimizer, scheduler)
-                save_checkpoint(out / "last.pt", payload)
-                if improved or not val_samples:
-                    save_checkpoint(out / "best.pt", payload)
-                _append_metrics(metrics_path, epoch, step, stats, val, optimizer.param_groups[0]["lr"])
-                progress.epoch_done(epoch, stats, val, best)
-            epoch += 1
+        position = resume(trainer, state)
+    ema = weight_average(cfg, trainer.raw_model, state)
+    if where.master:
+        announce(cfg, where, data, trainer)
+    train_epochs(cfg, pre, model_args, where, data, trainer, ema, position)
     if ddp:
         dist.barrier()
         dist.destroy_process_group()
     return 0
+
+
+def build_data(cfg: TrainConfig, pre: Preprocessing, where: Distributed) -> TrainingData:
+    """Load the images, split off validation (then re-package, if asked), make the loader."""
+    samples = load_samples([Path(d) for d in cfg.data])
+    train_samples, val_samples = split_validation(samples, cfg.val_fraction, cfg.seed)
+    description = [f"{Path(d).resolve().name}: {n} training / {m} validation images" for d, n, m in _split_counts(cfg.data, train_samples, val_samples)]
+    if cfg.repackage:  # the split is made first, so no image is on both sides in any form
+        train_samples += [repackage(s, cfg.repackage) for s in train_samples]
+        val_samples += [repackage(s, cfg.repackage) for s in val_samples]
+        description.append(f"each also re-packaged to {cfg.repackage}x{cfg.repackage} as DRIVE-512 (bilinear, annotation binarised at 127)")
+    dataset = PatchDataset(train_samples, pre, cfg.patch, cfg.samples_per_image, cfg.seed)
+    if where.ddp:
+        sampler = DistributedSampler(dataset, shuffle=True, seed=cfg.seed)
+    else:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed))
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers, drop_last=True, pin_memory=where.device.type == "cuda")
+    return TrainingData(dataset, sampler, loader, val_samples, description)
+
+
+def build_trainer(cfg: TrainConfig, model_args: UNetConfig, where: Distributed, steps_per_epoch: int) -> Trainer:
+    """A fresh model on the device (DDP-wrapped under torchrun), Adam, the schedule, mixed precision."""
+    # channels-last is faster for these convolutions on both CPU (oneDNN) and CUDA.
+    model = UNet(model_args).to(where.device).to(memory_format=torch.channels_last)
+    if where.ddp:
+        net = DistributedDataParallel(model, device_ids=[where.device.index] if where.device.type == "cuda" else None)
+    else:
+        net = model
+    raw_model = net.module if where.ddp else net
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+    scheduler = build_scheduler(optimizer, cfg, total_steps)
+    autocast_dtype, scaler = mixed_precision(where.device)
+    return Trainer(net, raw_model, optimizer, scheduler, autocast_dtype, scaler, total_steps)
+
+
+def mixed_precision(device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
+    """(autocast dtype, gradient scaler): bfloat16 on CUDA where supported, else float16 with a
+    scaler; full float32 on the CPU."""
+    if device.type != "cuda":
+        return None, None
+    if torch.cuda.is_bf16_supported():
+        return torch.bfloat16, None
+    return torch.float16, torch.amp.GradScaler("cuda")
+
+
+def initial_weights(cfg: TrainConfig, model_args: UNetConfig, master: bool) -> dict:
+    """``--init``'s weights for ``model_args``; a narrower checkpoint is widened first."""
+    init = read_checkpoint(cfg.init)
+    init_args = UNetConfig.from_dict(init["model_args"])
+    weights = init["model"]
+    if init_args == model_args:
+        return weights
+    # A narrower checkpoint is widened so the wider model starts as the same function.
+    narrower = UNet(init_args)
+    narrower.load_state_dict(weights)
+    try:
+        weights = widen(narrower, model_args, noise=WIDEN_NOISE, seed=cfg.seed).state_dict()
+    except ValueError as exc:
+        raise SystemExit(f"--init {cfg.init}: its model ({init_args.to_dict()}) cannot start the one asked for ({model_args.to_dict()}): {exc}") from None
+    if master:
+        print(f"--init: widened {init_args.base_channels} to {model_args.base_channels} base channels (Net2WiderNet, noise {WIDEN_NOISE})", flush=True)
+    return weights
+
+
+def resume(trainer: Trainer, state: dict) -> Position:
+    """Load ``--resume``'s weights, optimiser and schedule; where its run stopped."""
+    trainer.raw_model.load_state_dict(state.get("train_model", state["model"]))
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    if trainer.scheduler is not None and state.get("scheduler"):
+        trainer.scheduler.load_state_dict(state["scheduler"])
+    return Position(int(state["epoch"]) + 1, int(state["step"]), dict(state.get("best", {"iou": -1.0})))
+
+
+def weight_average(cfg: TrainConfig, raw_model: UNet, state: dict | None) -> WeightAverage | None:
+    """The ``--ema`` average (restored from a resumed checkpoint that has one), or None.
+
+    With ``--ema`` the average is what is validated, kept and shipped (checkpoint "model");
+    the raw weights the optimiser moves travel as "train_model" for ``--resume``.
+    """
+    if not cfg.ema:
+        return None
+    ema = WeightAverage(raw_model, cfg.ema)
+    if state is not None and "train_model" in state:
+        ema.load_state_dict(state["model"])
+    return ema
+
+
+def announce(cfg: TrainConfig, where: Distributed, data: TrainingData, trainer: Trainer) -> None:
+    """Create OUT, write its config.json and print the run's one-line description."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    print(
+        f"world size {where.world} ({'DDP ' + dist.get_backend() if where.ddp else 'single process'}), device {where.device}, "
+        f"batch {cfg.batch_size} per process ({cfg.batch_size * where.world} in all), {len(data.loader)} steps/epoch, "
+        f"{count_parameters(trainer.raw_model):,} parameters; data: {'; '.join(data.description)}",
+        flush=True,
+    )
+
+
+def train_epochs(
+    cfg: TrainConfig, pre: Preprocessing, model_args: UNetConfig, where: Distributed, data: TrainingData,
+    trainer: Trainer, ema: WeightAverage | None, position: Position,
+) -> None:
+    """Epochs until ``--epochs`` or ``--max-steps``: train, validate, then rank 0 checkpoints."""
+    progress = Progress(enabled=where.master, total_steps=trainer.total_steps, start_step=position.step)
+    epoch, step, best = position.epoch, position.step, position.best
+    with progress:
+        while epoch < cfg.epochs and not (cfg.max_steps and step >= cfg.max_steps):
+            if where.ddp:
+                data.sampler.set_epoch(epoch)
+            data.dataset.set_epoch(epoch)
+            stats, step = train_one_epoch(
+                trainer.net, data.loader, trainer.optimizer, trainer.scheduler, where.device, cfg.loss,
+                trainer.autocast_dtype, trainer.scaler, step, cfg.max_steps,
+                on_step=lambda s, loss: progress.update(s, loss, epoch, cfg.batch_size * where.world), ema=ema,
+            )
+            last_epoch = epoch + 1 >= cfg.epochs or bool(cfg.max_steps and step >= cfg.max_steps)
+            val = {}
+            if data.val_samples and ((epoch + 1) % cfg.val_every == 0 or last_epoch):
+                val = evaluate(ema.model if ema else trainer.raw_model, data.val_samples, pre, where.device, where.rank, where.world)
+            improved = bool(val) and val["iou"] > best["iou"]
+            if improved:
+                best = {"iou": val["iou"], "epoch": epoch, **{f"val_{k}": v for k, v in val.items()}}
+            if where.master:
+                payload = _payload(trainer.raw_model, ema, model_args, pre, cfg, data.description, val, best, epoch, step, trainer.optimizer, trainer.scheduler)
+                save_checkpoints(Path(cfg.out), payload, best=improved or not data.val_samples)
+                _append_metrics(Path(cfg.out) / "metrics.csv", epoch, step, stats, val, trainer.optimizer.param_groups[0]["lr"])
+                progress.epoch_done(epoch, stats, val, best)
+            epoch += 1
+
+
+def save_checkpoints(out: Path, payload: dict, best: bool) -> None:
+    """``last.pt`` every epoch; ``best.pt`` too when validation improved (or there is none)."""
+    save_checkpoint(out / "last.pt", payload)
+    if best:
+        save_checkpoint(out / "best.pt", payload)
 
 
 def _split_counts(roots, train_samples, val_samples):

@@ -7,7 +7,7 @@ Layouts understood by ``--data``:
 - DRIVE: a root with ``training/{images,1st_manual,mask}`` (only the training split is used;
   the test split is never read by training);
 - CHASE_DB1: a root with ``images``, ``1st_manual`` and ``fov``; the common protocol's first 20
-  images (``Image_01L`` ... ``Image_10R``) are used;
+  images (``Image_01L`` ... ``Image_10R``) are used (the split rule: ``vesselcli.protocols``);
 - generic: a root with ``images`` and ``masks`` (and optionally ``fov``), paired by the
   documented name rule of ``vesselcli.pairing``; without FOV masks the FOV is detected.
 """
@@ -21,9 +21,10 @@ import cv2
 import numpy as np
 
 from vesselcli.fov import detect_fov
-from vesselcli.imageio import IMAGE_EXTENSIONS, read_image, read_mask
+from vesselcli.imageio import read_image, read_mask
 from vesselcli.pairing import pair_files
 from vesselcli.preprocess import Preprocessing, network_input, resize_image, resize_mask, scaled_shape
+from vesselcli.protocols import image_files, is_chase_test
 
 from .augment import photometric
 
@@ -38,20 +39,17 @@ class Sample:
     fov: np.ndarray  # (H, W) bool
 
 
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
-
-
-def find_triples(images: Path, masks: Path, fovs: Path | None) -> list[tuple[Path, Path, Path | None]]:
-    image_files = _images_in(images)
-    vessel_pairs, _, errors = pair_files(image_files, _images_in(masks))
+def find_triples(images: Path | list[Path], masks: Path, fovs: Path | None) -> list[tuple[Path, Path, Path | None]]:
+    """(image, vessel mask, FOV or None) for the images (a folder's or a list), paired by name."""
+    images = image_files(images) if isinstance(images, Path) else list(images)
+    vessel_pairs, _, errors = pair_files(images, image_files(masks))
     if errors:
         raise ValueError("; ".join(errors.values()))
-    fov_pairs = pair_files(image_files, _images_in(fovs))[0] if fovs else {}
-    missing = [p.name for p in image_files if p not in vessel_pairs]
+    fov_pairs = pair_files(images, image_files(fovs))[0] if fovs else {}
+    missing = [p.name for p in images if p not in vessel_pairs]
     if missing:
         raise ValueError(f"no vessel mask in {masks} for {', '.join(missing[:5])}")
-    return [(p, vessel_pairs[p], fov_pairs.get(p)) for p in image_files]
+    return [(p, vessel_pairs[p], fov_pairs.get(p)) for p in images]
 
 
 def find_training_files(root: Path) -> list[tuple[Path, Path, Path | None]]:
@@ -63,7 +61,7 @@ def find_training_files(root: Path) -> list[tuple[Path, Path, Path | None]]:
         return find_triples(root / "images", root / "1st_manual", root / "mask")
     if (root / "1st_manual").is_dir() and (root / "fov").is_dir():  # CHASE_DB1
         triples = find_triples(root / "images", root / "1st_manual", root / "fov")
-        return [t for t in triples if _chase_number(t[0]) <= 10]
+        return [t for t in triples if not is_chase_test(t[0])]
     if (root / "images").is_dir() and (root / "masks").is_dir():
         fov = root / "fov" if (root / "fov").is_dir() else None
         return find_triples(root / "images", root / "masks", fov)
@@ -71,11 +69,6 @@ def find_training_files(root: Path) -> list[tuple[Path, Path, Path | None]]:
         f"{root} is not a DRIVE, CHASE_DB1 or generic dataset root: expected training/images "
         "(DRIVE), images + 1st_manual + fov (CHASE_DB1), or images + masks (generic)"
     )
-
-
-def _chase_number(path: Path) -> int:
-    digits = "".join(ch for ch in path.stem if ch.isdigit())
-    return int(digits) if digits else 0
 
 
 def load_samples(roots: list[Path]) -> list[Sample]:

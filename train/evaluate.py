@@ -4,7 +4,10 @@
 
 - DRIVE: the 20 test images against 1st_manual, inside the provided FOV masks;
 - CHASE_DB1: Image_11L ... Image_14R against 1st_manual (1stHO), inside the FOV masks;
-- DRIVE-512: the report's protocol, whole 512x512 image, FOV detected from the pixels.
+- DRIVE-512: the same 20 DRIVE test photographs squashed to 512x512 (the seed project's
+  re-packaging and protocol): whole image, FOV detected from the pixels.
+
+Which images are test images is decided in one place, ``vesselcli.protocols``.
 
 Figures are means over images (F1 = Dice); AUC is computed from the probabilities.
 The model runs on whole images at model scale (the same ``prepare`` as ``segment``), so this
@@ -24,25 +27,15 @@ from vesselcli import metrics
 from vesselcli.checkpoint import load_model, preprocessing_of
 from vesselcli.fov import detect_fov
 from vesselcli.imageio import read_image, read_mask
+from vesselcli.protocols import evaluation_sets
 
 from .data import Sample, find_triples
 from .loop import predict_probability
 
 
 def protocol_sets(data: Path) -> dict[str, list[tuple[Path, Path, Path | None]]]:
-    """(image, truth, FOV or None) per protocol present under ``data``."""
-    sets: dict[str, list[tuple[Path, Path, Path | None]]] = {}
-    drive = data / "DRIVE" / "test"
-    if drive.is_dir():
-        sets["DRIVE"] = find_triples(drive / "images", drive / "1st_manual", drive / "mask")
-    chase = data / "CHASE_DB1"
-    if chase.is_dir():
-        triples = find_triples(chase / "images", chase / "1st_manual", chase / "fov")
-        sets["CHASE_DB1"] = [t for t in triples if int("".join(c for c in t[0].stem if c.isdigit())) >= 11]
-    drive512 = data / "DRIVE-512" / "test"
-    if drive512.is_dir():
-        sets["DRIVE-512"] = [(i, t, None) for i, t, _ in find_triples(drive512 / "images", drive512 / "masks", None)]
-    return sets
+    """(image, truth, FOV or None) per protocol present under ``data`` (``vesselcli.protocols``)."""
+    return {s.name: find_triples(list(s.images), s.truth_dir, s.fov_dir) for s in evaluation_sets(data)}
 
 
 def score_set(model: torch.nn.Module, pre, threshold: float, triples, whole_image: bool) -> dict:
@@ -72,12 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     threshold = args.threshold if args.threshold is not None else float(ckpt["threshold"])
     results = {}
     with torch.inference_mode():
-        for name, triples in protocol_sets(Path(args.data)).items():
-            results[name] = score_set(model, pre, threshold, triples, whole_image=name == "DRIVE-512")
+        for test_set in evaluation_sets(Path(args.data)):
+            triples = find_triples(list(test_set.images), test_set.truth_dir, test_set.fov_dir)
+            r = results[test_set.name] = score_set(model, pre, threshold, triples, whole_image=test_set.whole_image)
             if not args.json:
-                r = results[name]
                 print(
-                    f"{name:10s} ({r['images']} images{', whole image' if name == 'DRIVE-512' else ', inside FOV'}): "
+                    f"{test_set.name:10s} ({r['images']} images{', whole image' if test_set.whole_image else ', inside FOV'}): "
                     f"F1 {r['dice']:.4f}  IoU {r['iou']:.4f}  AUC {r['auc']:.4f}  Se {r['sensitivity']:.4f}  "
                     f"Sp {r['specificity']:.4f}  Acc {r['accuracy']:.4f}  MCC {r['mcc']:.4f}",
                     flush=True,

@@ -21,10 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, metrics
 from .engines.base import ModelInfo, sigmoid
 from .engines.errors import ModelError
 from .engines.metadata import info_from_checkpoint, info_to_metadata
+from .export_errors import ExportError, ParityError
+from .export_tensorrt import MIN_DICE as PLAN_MIN_DICE, Profile, build_plan, validate_plan
 from .config import DEFAULT_TILE_SIZE
 from .preprocess import Preprocessing, prepare
 
@@ -37,14 +39,6 @@ LOGIT_ATOL = 1e-3
 MIN_DICE = 0.999
 #: Largest tile side the dynamic ONNX export accepts (pixels).
 MAX_SIDE = 4096
-
-
-class ExportError(Exception):
-    """The export or its parity check failed; the message says which case and by how much."""
-
-
-class ParityError(ExportError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -76,9 +70,8 @@ class Parity:
 
 
 def mask_dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two bool masks of one shape; 1.0 when both are empty."""
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+    """Dice of two bool masks of one shape (any number of axes); 1.0 when both are empty."""
+    return metrics.dice(metrics.confusion(a, b))
 
 
 def export_onnx(checkpoint: Path, out: Path, *, opset: int = OPSET, tile: int = DEFAULT_TILE_SIZE) -> ModelInfo:
@@ -120,7 +113,7 @@ def export_onnx(checkpoint: Path, out: Path, *, opset: int = OPSET, tile: int = 
     proto.producer_version = __version__
     proto.doc_string = (
         "Retinal vessel U-Net: input (N, C, H, W) float32 network input (vesselcli.preprocess.network_input), "
-        "output (N, 1, H, W) float32 vessel logits; probability = sigmoid(logit), vessel where probability > threshold."
+        "output (N, 1, H, W) float32 vessel logits; probability = sigmoid(logit), vessel where probability >= threshold."
     )
     try:
         onnx.checker.check_model(proto, full_check=True)
@@ -221,7 +214,7 @@ def check_parity(
         a = ort_engine.infer(batch)
         b = torch_engine.infer(batch)
         diff = float(np.abs(a - b).max())
-        dice = mask_dice(sigmoid(a) > threshold, sigmoid(b) > threshold)
+        dice = mask_dice(sigmoid(a) >= threshold, sigmoid(b) >= threshold)
         parity.cases.append(Case(name, tuple(batch.shape), diff, dice))
     ort_engine.close()
     torch_engine.close()
@@ -317,7 +310,6 @@ def _tensorrt_step(config: ExportConfig, report: ExportReport, tiles: np.ndarray
     except ImportError:
         return "skipped: the tensorrt package is not installed (on an NVIDIA GPU machine: pip install 'vesselseg[tensorrt]')"
     from .engines.select import nvidia_gpu_present
-    from .export_tensorrt import MIN_DICE as PLAN_MIN_DICE, Profile, build_plan, validate_plan
 
     if not nvidia_gpu_present():
         return "skipped: no NVIDIA GPU driver found on this machine"

@@ -19,11 +19,12 @@ from typing import Callable
 
 import numpy as np
 
+from . import metrics
 from .config import DEFAULT_TILE_SIZE
 from .engines.base import sigmoid
 from .engines.metadata import info_from_metadata
 from .engines.tensorrt import TensorRTEngine, file_sha256, local_identity, plan_name, timing_cache_name, write_side
-from .export import ExportError, mask_dice
+from .export_errors import ExportError
 
 MIN_DICE = 0.99
 WORKSPACE_BYTES = 4 << 30
@@ -129,7 +130,7 @@ def validate_plan(plan: Path, onnx: Path, tiles: np.ndarray, min_dice: float = M
     reference = OnnxRuntimeEngine(onnx, "cpu")
     engine = TensorRTEngine(plan)
     threshold = reference.info.threshold
-    a = sigmoid(engine.infer(tiles)) > threshold
-    b = sigmoid(reference.infer(tiles)) > threshold
+    a = sigmoid(engine.infer(tiles)) >= threshold  # the product's rule: vessel where probability >= threshold
+    b = sigmoid(reference.infer(tiles)) >= threshold
     engine.close()
-    return mask_dice(a, b)
+    return metrics.dice(metrics.confusion(a, b))

@@ -130,7 +130,7 @@ def roc_auc(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | None = None) 
     truth = np.asarray(truth, dtype=bool)
     if np.issubdtype(prob.dtype, np.floating) and _scored(prob, fov) > EXACT_AUC_LIMIT:
         pos_hist, neg_hist = _binned(prob, truth, fov)
-        return _auc_of_histograms(pos_hist, neg_hist)
+        return histogram_auc(pos_hist, neg_hist)
     prob, truth = _inside(prob, truth, fov)
     pos = int(truth.sum())
     neg = truth.size - pos
@@ -139,24 +139,12 @@ def roc_auc(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | None = None) 
     if prob.dtype in (np.uint8, np.uint16):
         pos_hist = np.bincount(prob[truth], minlength=65536).astype(np.int64)
         neg_hist = np.bincount(prob[~truth], minlength=65536).astype(np.int64)
-        return _auc_of_histograms(pos_hist, neg_hist)
+        return histogram_auc(pos_hist, neg_hist)
     return _auc_by_ranks(prob, truth)
 
 
 def _scored(prob: np.ndarray, fov: np.ndarray | None) -> int:
     return prob.size if fov is None else int(np.count_nonzero(fov))
-
-
-def _auc_of_histograms(pos_hist: np.ndarray, neg_hist: np.ndarray) -> float:
-    """AUC from counts of positives and negatives per score level (ascending), ties half; NaN if a class is empty."""
-    pos_hist = pos_hist.astype(np.int64)
-    neg_hist = neg_hist.astype(np.int64)
-    pos, neg = int(pos_hist.sum()), int(neg_hist.sum())
-    if pos == 0 or neg == 0:
-        return float("nan")
-    neg_below = np.cumsum(neg_hist) - neg_hist
-    # 2U in integers (exact): each positive beats the negatives below it, ties count half.
-    return float(int((pos_hist * (2 * neg_below + neg_hist)).sum()) / (2.0 * pos * neg))
 
 
 def _binned(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -206,7 +194,93 @@ def _auc_by_ranks(prob: np.ndarray, truth: np.ndarray) -> float:
     return float(u / (pos * float(neg)))
 
 
-def best_threshold_f1(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | None = None, levels: int = 256) -> tuple[float, float]:
+THRESHOLD_LEVELS = 256  # thresholds k / 255: an 8-bit map's levels, shared by score and training
+AUC_LEVELS = 65536  # thresholds j / 65535 (a 16-bit map's levels; holds every k / 255 exactly)
+
+
+def level_threshold(level: int, levels: int = THRESHOLD_LEVELS) -> float:
+    """The threshold of level ``level``: ``level / (levels - 1)``, a float in [0, 1]."""
+    return level / (levels - 1)
+
+
+def level_histograms(
+    prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | None = None, levels: int = THRESHOLD_LEVELS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vessel and background pixel counts per threshold level: two ``(levels,) int64`` arrays.
+
+    ``prob``: ``(H, W)`` float probabilities in [0, 1] (values below 0 count as 0); ``truth``
+    ``(H, W)`` bool; only pixels inside ``fov`` when given. A pixel lands in level ``k``, the
+    highest with ``level_threshold(k) <= prob``: the same float comparison as ``prob >=
+    threshold``, so a pixel counted positive at a level is a vessel when that level's threshold
+    is applied (rounding ``prob * 255`` would put some pixels half a level too high).
+    Histograms of several images (or ranks) add up to the histogram of all their pixels.
+    """
+    prob = np.asarray(prob, dtype=np.float64)
+    truth = np.asarray(truth, dtype=bool)
+    prob, truth = _inside(prob, truth, fov)
+    thresholds = np.arange(levels) / (levels - 1)
+    bins = np.clip(np.searchsorted(thresholds, prob, side="right") - 1, 0, levels - 1)
+    pos_hist = np.bincount(bins[truth], minlength=levels).astype(np.int64)
+    neg_hist = np.bincount(bins[~truth], minlength=levels).astype(np.int64)
+    return pos_hist, neg_hist
+
+
+def merge_levels(hist: np.ndarray, levels: int) -> np.ndarray:
+    """A ``level_histograms`` histogram re-binned to ``levels`` coarser levels, exactly.
+
+    Needs ``len(hist) - 1`` to be a multiple of ``levels - 1`` (65535 = 257 x 255): coarse
+    level ``k`` is then fine levels ``k * f`` to ``(k + 1) * f - 1``, and its threshold
+    ``k / (levels - 1)`` is the very float ``k * f / (len(hist) - 1)``, so the merged counts are
+    those ``level_histograms(..., levels)`` would give.
+    """
+    hist = np.asarray(hist)
+    factor, rest = divmod(len(hist) - 1, levels - 1)
+    if rest or factor < 1:
+        raise ValueError(f"cannot merge {len(hist)} levels into {levels}: {len(hist) - 1} is not a multiple of {levels - 1}")
+    merged = hist[: (levels - 1) * factor].reshape(levels - 1, factor).sum(axis=1)
+    return np.concatenate([merged, hist[(levels - 1) * factor :].sum(keepdims=True)])
+
+
+def counts_at_level(pos_hist: np.ndarray, neg_hist: np.ndarray, level: int) -> Counts:
+    """Confusion counts when the pixels of levels ``>= level`` are called vessel."""
+    tp, fp = int(pos_hist[level:].sum()), int(neg_hist[level:].sum())
+    return Counts(tp=tp, fp=fp, fn=int(pos_hist.sum()) - tp, tn=int(neg_hist.sum()) - fp)
+
+
+def best_level_f1(pos_hist: np.ndarray, neg_hist: np.ndarray) -> tuple[int, float]:
+    """(level, F1) maximising F1 over the levels of ``level_histograms``; lowest level on ties.
+
+    F1 is 1.0 when prediction and truth are both empty (the ``dice`` convention).
+    """
+    pos_hist = np.asarray(pos_hist, dtype=np.int64)
+    neg_hist = np.asarray(neg_hist, dtype=np.int64)
+    # Predicted positive at level k: all levels >= k.
+    tp = np.cumsum(pos_hist[::-1])[::-1]
+    pred = np.cumsum((pos_hist + neg_hist)[::-1])[::-1]
+    total_pos = int(pos_hist.sum())
+    f1 = np.where(pred + total_pos > 0, 2 * tp / np.maximum(pred + total_pos, 1), 1.0)
+    k = int(np.argmax(f1))
+    return k, float(f1[k])
+
+
+def histogram_auc(pos_hist: np.ndarray, neg_hist: np.ndarray) -> float:
+    """ROC AUC of scores given as histograms over ordered levels (ties within a level count half).
+
+    Exact for integer maps (one level per grey value); for float maps binned by
+    ``level_histograms`` it is the AUC of the map quantised to those levels. NaN when either
+    class is empty.
+    """
+    pos_hist = np.asarray(pos_hist, dtype=np.int64)
+    neg_hist = np.asarray(neg_hist, dtype=np.int64)
+    pos, neg = int(pos_hist.sum()), int(neg_hist.sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    neg_below = np.cumsum(neg_hist) - neg_hist
+    # 2U in integers (exact): each positive beats the negatives below it, ties count half.
+    return float(int((pos_hist * (2 * neg_below + neg_hist)).sum()) / (2.0 * pos * neg))
+
+
+def best_threshold_f1(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | None = None, levels: int = THRESHOLD_LEVELS) -> tuple[float, float]:
     """(threshold, F1) maximising F1 over the ``levels`` thresholds ``k / (levels - 1)``.
 
     ``prob``: ``(H, W)`` float probabilities in [0, 1] (values below 0 count as 0). A pixel is
@@ -214,22 +288,8 @@ def best_threshold_f1(prob: np.ndarray, truth: np.ndarray, fov: np.ndarray | Non
     threshold returned gives the F1 returned. Among equal F1s the lowest threshold wins. F1 is
     1.0 when prediction and truth are both empty (the ``dice`` convention).
     """
-    prob = np.asarray(prob, dtype=np.float64)
-    truth = np.asarray(truth, dtype=bool)
-    prob, truth = _inside(prob, truth, fov)
-    # bins[i] = the highest k with thresholds[k] <= prob[i]: the same float comparison as
-    # ``prob >= threshold``, so no pixel lands half a bin off (rounding would).
-    thresholds = np.arange(levels) / (levels - 1)
-    bins = np.clip(np.searchsorted(thresholds, prob, side="right") - 1, 0, levels - 1)
-    pos_hist = np.bincount(bins[truth], minlength=levels)
-    all_hist = np.bincount(bins, minlength=levels)
-    # Predicted positive at threshold level k: all bins >= k.
-    tp = np.cumsum(pos_hist[::-1])[::-1]
-    pred = np.cumsum(all_hist[::-1])[::-1]
-    total_pos = truth.sum()
-    f1 = np.where(pred + total_pos > 0, 2 * tp / np.maximum(pred + total_pos, 1), 1.0)
-    k = int(np.argmax(f1))
-    return k / (levels - 1), float(f1[k])
+    level, f1 = best_level_f1(*level_histograms(prob, truth, fov, levels))
+    return level_threshold(level, levels), f1
 
 
 def summary(c: Counts) -> dict[str, float]:

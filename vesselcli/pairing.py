@@ -22,6 +22,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from .imageio import IMAGE_EXTENSIONS
+
 ANNOTATION_SUFFIXES = (
     "_manual1", "_manual2", "_1stho", "_2ndho", ".ah", ".vk", "_mask", "_fov",
     "_gt", "_label", "_labels", "_seg", "_vessels", "_annotation",
@@ -52,6 +54,24 @@ def pairing_key(path: Path | str) -> str:
 
 class PairingError(ValueError):
     """An image matched several annotation files; the message lists them."""
+
+
+def check_pattern(pattern: str) -> str:
+    """``pattern`` when it can name a partner, else ``ValueError`` saying what to write.
+
+    A pattern holds ``{stem}`` (the image's stem), no other braces, and no extension: partners
+    are matched by stem, so any image extension may follow (``{stem}_manual1`` finds
+    ``01_manual1.gif``).
+    """
+    if "{stem}" not in pattern:
+        raise ValueError(f"'{pattern}' does not contain {{stem}}; name the partner from the image's stem, e.g. '{{stem}}_manual1'")
+    try:
+        pattern.format(stem="x")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"'{pattern}' is not a valid pattern ({exc}); only {{stem}} may appear in braces") from None
+    if Path(pattern).suffix.lower() in IMAGE_EXTENSIONS:
+        raise ValueError(f"'{pattern}' ends with an extension; give the partner's name without it, e.g. '{Path(pattern).stem}'")
+    return pattern
 
 
 @dataclass(frozen=True)

@@ -17,28 +17,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..imageio import IMAGE_EXTENSIONS, write_atomic
+from ..imageio import write_atomic
 from ..score import (
     COLUMNS, COUNT_METRICS, PROBABILITY_METRICS, NothingPaired, Pairing, PairResult, ScoreConfig, Summary,
     as_json, csv_row, pair_folders, score_all, summarise,
 )
+from .params import name_pattern
 
 #: Names listed on the terminal per unpaired group before "and N more".
 UNPAIRED_SHOWN = 20
-
-
-def _check_pattern(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
-    if "{stem}" not in value:
-        raise click.BadParameter(f"'{value}' does not contain {{stem}}; write the partner's name from the prediction's, e.g. '{{stem}}_seg'")
-    try:
-        value.format(stem="x")
-    except (KeyError, IndexError, ValueError) as exc:
-        raise click.BadParameter(f"'{value}' is not a valid pattern ({exc}); only {{stem}} may appear in braces") from None
-    if Path(value).suffix.lower() in IMAGE_EXTENSIONS:
-        raise click.BadParameter(f"'{value}' ends with an extension; give the partner's name without it, e.g. '{Path(value).stem}'")
-    return value
 
 
 @click.command()
@@ -49,9 +36,9 @@ def _check_pattern(ctx: click.Context, param: click.Parameter, value: str | None
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write one CSV row per pair here.")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True, metavar="T",
               help="Vessel where probability >= T (probability maps only; binary masks are used as they are).")
-@click.option("--pattern", callback=_check_pattern, metavar="PATTERN",
+@click.option("--pattern", callback=name_pattern, metavar="PATTERN",
               help="Name of each prediction's annotation, without extension, e.g. '{stem}_seg'. Default: the pairing rule.")
-@click.option("--fov-pattern", callback=_check_pattern, metavar="PATTERN", help="Same as --pattern, for the FOV masks.")
+@click.option("--fov-pattern", callback=name_pattern, metavar="PATTERN", help="Same as --pattern, for the FOV masks.")
 @click.option("--json", "as_json_flag", is_flag=True, help="Print the report as JSON on stdout instead of the table.")
 def score(pred: Path, gt: Path, fov: Path | None, out: Path | None, threshold: float,
           pattern: str | None, fov_pattern: str | None, as_json_flag: bool) -> None:

@@ -40,24 +40,13 @@ from ..run.parts import PartPaths
 from ..run.ray_data import RayOptions
 from ..run.shards import Shard, ShardError, parse_shard
 from ..runrecord import SettingsMismatchError
+from .params import name_pattern
 
 
 class Refused(click.ClickException):
     """A run that cannot start for a reason the user must fix (exit code 2, no usage text)."""
 
     exit_code = 2
-
-
-def _check_pattern(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
-    if "{stem}" not in value:
-        raise click.BadParameter(f"'{value}' does not contain {{stem}}; name the annotation from the image's stem, e.g. '{{stem}}_manual1'")
-    try:
-        value.format(stem="x")
-    except (KeyError, IndexError, ValueError) as exc:
-        raise click.BadParameter(f"'{value}' is not a valid pattern ({exc}); only {{stem}} may appear in braces") from None
-    return value
 
 
 def _check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -125,7 +114,7 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
               help="Annotations, paired with images by name; adds iou, dice, ... columns.")
 @click.option("--fov", "fov_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="DIR",
               help="FOV masks, paired by name. Default: detected from each image.")
-@click.option("--gt-pattern", callback=_check_pattern, metavar="PATTERN",
+@click.option("--gt-pattern", callback=name_pattern, metavar="PATTERN",
               help="Name of each image's annotation without extension, e.g. '{stem}_manual1'. Default: the pairing rule.")
 @click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="PATH",
               help="ONNX model, TensorRT engine or training checkpoint. Default: the shipped model.")
