@@ -16,7 +16,8 @@ MORPHOLOGY = ("vessel_length_px", "mean_width_px", "branch_points", "end_points"
 
 
 def test_every_run_has_the_one_header_of_the_readme() -> None:
-    assert COLUMNS == ("image", "width", "height", "fov_pixels", "vessel_pixels", "vessel_density", *MORPHOLOGY,
+    assert COLUMNS == ("image", "width", "height", "laterality", "pixel_size_um",
+                       "fov_pixels", "vessel_pixels", "vessel_density", *MORPHOLOGY,
                        "iou", "dice", "sensitivity", "specificity", "accuracy", "auc",
                        "seconds", "status", "error")
     # a row without ground truth has every column, the figure cells empty
@@ -75,7 +76,7 @@ def test_a_csv_of_an_older_version_is_refused_with_what_differs_and_advice(tmp_p
     path.write_text(",".join(old_header) + "\na.png,565,584,1000,120,0.12,1.0,ok,\n")
     with pytest.raises(CsvMismatchError, match="not written by this version") as caught:
         read_rows(path)
-    assert "it lacks vessel_length_px,mean_width_px," in str(caught.value)
+    assert "it lacks laterality,pixel_size_um,vessel_length_px,mean_width_px," in str(caught.value)
     assert "iou,dice,sensitivity,specificity,accuracy,auc" in str(caught.value)
     assert "--overwrite" in str(caught.value) and "another --out" in str(caught.value)
     assert read_rows(tmp_path / "none.csv") == []

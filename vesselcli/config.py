@@ -31,7 +31,10 @@ class SegmentConfig:
     the annotation of an image directly, e.g. ``{stem}_manual1``). ``threshold``: None means
     the model's own. ``workers``: reader threads and writer threads (each). ``max_pixels``:
     images decoding to more pixels are refused before decoding. ``pixel_size_um``:
-    micrometres per pixel, for the morphology figures in mm and um (None: left empty).
+    micrometres per pixel, for the morphology figures in mm and um (None: left empty, or
+    taken per image from a DICOM input's Pixel Spacing). ``dicom_seg``: also write a DICOM
+    Segmentation per DICOM input; ``keep_identifiers``: also write the DICOM inputs' patient
+    identifiers to ``identifiers.csv`` (otherwise none is written anywhere in OUT).
     ``shard``: do only the images of this shard (``vesselcli.run.shards``), recording them in
     ``OUT/parts``.
     """
@@ -51,6 +54,8 @@ class SegmentConfig:
     overlays: bool = True
     overwrite: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
+    dicom_seg: bool = False
+    keep_identifiers: bool = False
     pixel_size_um: float | None = None
     shard: Shard | None = None
 

@@ -15,8 +15,13 @@ hidden names) in a deterministic order. ``assign_names`` gives every image
   remaining clash gets ``~2``, ``~3`` ... Comparisons ignore case, so the names stay
   distinct on case-insensitive file systems too.
 
-``OutputPaths`` maps a key to ``OUT/masks/<key>.png``, ``OUT/overlays/<key>.jpg`` and
-``OUT/probabilities/<key>.png`` and refuses any key that could leave OUT. Symbolic links
+DICOM files (``.dcm``/``.dicom``, or any name without an extension whose content starts with
+the 128-byte preamble and ``DICM``) are found too; ``expand_dicom`` turns a multi-frame one into
+one source per frame (``a.dcm`` -> ``a_f1.dcm``, ``a_f2.dcm``, so keys ``a_f1``, ``a_f2``) and
+leaves out objects that are not photographs.
+
+``OutputPaths`` maps a key to ``OUT/masks/<key>.png``, ``OUT/overlays/<key>.jpg``,
+``OUT/probabilities/<key>.png`` and ``OUT/dicom-seg/<key>.dcm`` and refuses any key that could leave OUT. Symbolic links
 inside OUT are never followed when writing: ``linked_outputs`` finds one planted where an
 output folder or file of OUT goes (the run is refused), ``OutputPaths.make_folders`` refuses one
 at a sub-folder (that image fails), and files are renamed into place, which replaces a link
@@ -29,7 +34,9 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .imageio import IMAGE_EXTENSIONS
+from .imageio import IMAGE_EXTENSIONS, ImageReadError
+from .io.dicom import inspect as inspect_dicom
+from .io.dicom import is_dicom_name, looks_like_dicom
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class Source:
     path: Path
     root: Path
     rel: str
+    frame: int | None = None  # DICOM files: the 0-based frame; None for other image files
 
 
 @dataclass(frozen=True)
@@ -48,11 +56,24 @@ class Item:
     path: Path
     name: str
     key: str
+    frame: int | None = None  # DICOM files: the 0-based frame to read; None for other image files
 
 
 def is_image_name(name: str) -> bool:
     """True for names with an image extension (any case), e.g. ``01_TEST.TIF``."""
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _may_be_dicom(name: str) -> bool:
+    """Names worth sniffing for a DICOM preamble: no extension, or a numeric one (``1.2.840.1``)."""
+    suffix = os.path.splitext(name)[1]
+    return not suffix or suffix[1:].isdigit()
+
+
+def is_dicom(path: Path) -> bool:
+    """A ``.dcm``/``.dicom`` name, or a file without an image extension (a file given directly
+    may have any) that starts with the DICOM preamble and ``DICM``; image files are not opened."""
+    return is_dicom_name(path.name) or (not is_image_name(path.name) and looks_like_dicom(path))
 
 
 def _is_hidden(name: str) -> bool:
@@ -103,9 +124,11 @@ def walk_images(root: Path, exclude: Path | None = None, unlisted: list[str] | N
                 is_dir = False
             if is_dir:
                 visit(path)
-            elif is_image_name(entry.name):
+            elif is_image_name(entry.name) or is_dicom_name(entry.name):
                 # Broken links and unreadable files are kept: reading them gives an error row.
                 found.append(path)
+            elif _may_be_dicom(entry.name) and looks_like_dicom(path):
+                found.append(path)  # a PACS export: no extension, recognised by its preamble
 
     visit(root)
     return found
@@ -134,6 +157,41 @@ def discover(inputs: list[Path], exclude: Path | None = None, unlisted: list[str
             taken.add(marker)
             unique.append(source)
     return unique
+
+
+def _frame_rel(rel: str, frame: int) -> str:
+    """``sub/a.dcm`` frame 0 -> ``sub/a_f1.dcm`` (frames are numbered from 1 in names, as in DICOM)."""
+    path = PurePosixPath(rel)
+    stem, suffix = (path.stem, path.suffix) if path.suffix and not path.suffix[1:].isdigit() else (path.name, "")
+    return str(path.with_name(f"{stem}_f{frame + 1}{suffix}"))
+
+
+def expand_dicom(sources: list[Source]) -> tuple[list[Source], list[str]]:
+    """DICOM sources as one source per frame; objects that are not photographs left out.
+
+    Returns (sources, skipped): a single-frame photograph keeps its ``rel`` (frame 0); a
+    multi-frame one becomes ``<stem>_f1<ext>``, ``<stem>_f2<ext>`` ...; each object skipped (a
+    report, a structured report, an OCT volume) gives one line ``<path>: <why>; skipped``.
+    A header that cannot be read keeps the source (reading it gives the error row).
+    """
+    out: list[Source] = []
+    skipped: list[str] = []
+    for source in sources:
+        if not is_dicom(source.path):
+            out.append(source)
+            continue
+        try:
+            header = inspect_dicom(source.path)
+        except ImageReadError:
+            out.append(Source(source.path, source.root, source.rel, 0))
+            continue
+        if not header.frames:
+            skipped.append(f"{printable_name(source.rel)}: {header.skip}; skipped")
+        elif header.frames == 1:
+            out.append(Source(source.path, source.root, source.rel, 0))
+        else:
+            out.extend(Source(source.path, source.root, _frame_rel(source.rel, k), k) for k in range(header.frames))
+    return out, skipped
 
 
 def printable_name(rel: str) -> str:
@@ -190,7 +248,7 @@ def assign_names(sources: list[Source]) -> list[Item]:
             keys.append(w)
         else:
             keys.append(_unique(w, taken_keys))
-    return [Item(s.path, n, k) for s, n, k in zip(sources, names, keys)]
+    return [Item(s.path, n, k, s.frame) for s, n, k in zip(sources, names, keys)]
 
 
 class UnsafeNameError(ValueError):
@@ -211,7 +269,8 @@ def _link_message(link: Path) -> str:
 
 
 #: What a run writes directly inside OUT (folders and files).
-OUTPUT_ENTRIES = ("masks", "overlays", "probabilities", "results.csv", "run.json", ".vesselseg.lock", "parts")
+OUTPUT_ENTRIES = ("masks", "overlays", "probabilities", "dicom-seg", "results.csv", "identifiers.csv", "run.json",
+                  ".vesselseg.lock", "parts")
 
 
 def linked_outputs(out: Path) -> None:
@@ -260,6 +319,13 @@ class OutputPaths:
 
     def probability(self, key: str) -> Path:
         return self._under("probabilities", key, ".png")
+
+    def dicom_seg(self, key: str) -> Path:
+        return self._under("dicom-seg", key, ".dcm")
+
+    @property
+    def identifiers(self) -> Path:
+        return self.out / "identifiers.csv"
 
     @property
     def csv(self) -> Path:

@@ -13,6 +13,11 @@ Setting ``stop`` (the CLI does on SIGINT/SIGTERM) stops taking new images: image
 the engine finish and are written, images read but not yet tiled are dropped unwritten, and
 the CSV stays whole. A full or read-only disk stops the run the same way (``Report.fatal``).
 
+DICOM inputs: objects that are not photographs are left out at planning (one warning line
+each, ``Plan.skipped``); a multi-frame object is one image per frame. With
+``keep_identifiers`` their patient identifiers go to ``identifiers.csv`` (one row per image
+done), and nowhere else; without it they are written nowhere.
+
 Resuming, locking, the results file (``results.csv``, or a shard's part) and the run's
 record (``OUT/run.json``: only a run with the recorded settings resumes, see
 ``vesselcli.runrecord``) are the ledger's (``vesselcli.run.ledger``), shared with the shard
@@ -33,12 +38,13 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .config import SegmentConfig
-from .discover import Item, OutputPaths, assign_names, discover, walk_images
+from .discover import Item, OutputPaths, assign_names, discover, expand_dicom, walk_images
 from .engines.base import Engine, sigmoid
 from .imageio import IMAGE_EXTENSIONS
+from .io.dicom import DICOM_EXTENSIONS, IDENTIFIER_KEYWORDS
 from .pairing import pair_files
 from .preprocess import Preprocessing
-from .report import ImageResult, Report, ResultsWriter
+from .report import ImageResult, Report, ResultsWriter, read_rows
 from .run.ledger import open_ledger
 from .run.shards import shard_of
 from .runrecord import output_settings
@@ -62,6 +68,7 @@ class Plan:
     partners: dict[Path, Partners]
     unannotated: list[Item]  # images without an annotation although --gt was given
     unlisted: tuple[str, ...] = ()  # input folders that could not be listed (their images are missing)
+    skipped: tuple[str, ...] = ()  # DICOM objects that are not photographs: "<name>: <why>; skipped"
     positions: tuple[int, ...] = ()  # with a shard: each item's place in the whole listing
 
 
@@ -69,7 +76,10 @@ def plan(config: SegmentConfig) -> Plan:
     """Find the images and pair them; ``NoImagesError`` when there are none."""
     out = Path(os.path.abspath(config.out))
     unlisted: list[str] = []
-    items = assign_names(discover(list(config.inputs), exclude=Path(os.path.realpath(out)), unlisted=unlisted))
+    sources, skipped = expand_dicom(discover(list(config.inputs), exclude=Path(os.path.realpath(out)), unlisted=unlisted))
+    items = assign_names(sources)
+    if not items and skipped:
+        raise NoImagesError(f"no images found: the only DICOM objects are not photographs ({'; '.join(skipped[:3])})")
     if not items:
         where = ", ".join(str(p) for p in config.inputs)
         inside = [p for p in config.inputs if Path(os.path.realpath(p)).is_relative_to(os.path.realpath(out))]
@@ -81,8 +91,9 @@ def plan(config: SegmentConfig) -> Plan:
         if unlisted:
             raise NoImagesError(f"no images found: {'; '.join(unlisted)}; check the folder's permissions")
         raise NoImagesError(
-            f"no images found in {where} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))} files, "
-            "any case, in sub-folders too, hidden names skipped); check the path"
+            f"no images found in {where} (looked for {', '.join(sorted(IMAGE_EXTENSIONS | DICOM_EXTENSIONS))} "
+            "files, any case, and DICOM files without an extension, in sub-folders too, hidden names "
+            "skipped); check the path"
         )
     paths = [item.path for item in items]
     truths, truth_errors = _pair(paths, config.gt_dir, config.gt_pattern)
@@ -93,13 +104,13 @@ def plan(config: SegmentConfig) -> Plan:
     }
     unannotated = [i for i in items if config.gt_dir and i.path not in truths and i.path not in truth_errors]
     if config.shard is None:
-        return Plan(items, partners, unannotated, tuple(unlisted))
+        return Plan(items, partners, unannotated, tuple(unlisted), tuple(skipped))
     # Names are given over the whole listing first, so every shard names an image alike.
     mine = [p for p, i in enumerate(items) if shard_of(i.name, config.shard.count) == config.shard.index]
     chosen = [items[p] for p in mine]
     kept = set(chosen)
     return Plan(chosen, {i.path: partners[i.path] for i in chosen}, [i for i in unannotated if i in kept],
-                tuple(unlisted), tuple(mine))
+                tuple(unlisted), tuple(skipped), tuple(mine))
 
 
 def _pair(images: list[Path], folder: Path | None, pattern: str | None) -> tuple[dict[Path, Path], dict[Path, str]]:
@@ -107,6 +118,21 @@ def _pair(images: list[Path], folder: Path | None, pattern: str | None) -> tuple
         return {}, {}
     pairs, _, errors = pair_files(images, walk_images(Path(folder)), pattern)
     return pairs, errors
+
+
+#: ``identifiers.csv`` (``--keep-identifiers``): the one file of OUT holding patient identifiers.
+IDENTIFIER_COLUMNS = ("image", "patient_name", "patient_id", "patient_birth_date", "accession_number",
+                      "study_instance_uid", "series_instance_uid", "sop_instance_uid", "frame")
+
+
+def _identifier_cells(job: Job) -> dict[str, str]:
+    ids = job.identifiers or {}
+    names = dict(zip(IDENTIFIER_KEYWORDS, IDENTIFIER_COLUMNS[1:5]))
+    cells = {column: ids.get(keyword, "") for keyword, column in names.items()}
+    cells.update(image=job.item.name, study_instance_uid=ids.get("StudyInstanceUID", ""),
+                 series_instance_uid=ids.get("SeriesInstanceUID", ""), sop_instance_uid=ids.get("SOPInstanceUID", ""),
+                 frame="" if job.item.frame is None else str(job.item.frame + 1))
+    return cells
 
 
 def predictor(engine: Engine, tta: bool) -> Callable[[np.ndarray], np.ndarray]:
@@ -143,7 +169,19 @@ def run(
                      options) as ledger:
         if on_start is not None:
             on_start(ledger.report)
-        _Run(config, the_plan, engine, stop, ledger.paths, ledger.writer, ledger.report, on_result).go(ledger.todo)
+        identifiers = None
+        if config.keep_identifiers:
+            paths = ledger.paths
+            redo = {i.name for i in ledger.todo}
+            earlier = [] if config.overwrite else read_rows(paths.identifiers, IDENTIFIER_COLUMNS)
+            identifiers = ResultsWriter(paths.identifiers, [r for r in earlier if r["image"] not in redo],
+                                        IDENTIFIER_COLUMNS)
+        try:
+            _Run(config, the_plan, engine, stop, ledger.paths, ledger.writer, ledger.report, on_result,
+                 identifiers).go(ledger.todo)
+        finally:
+            if identifiers is not None:
+                identifiers.close()
     return ledger.report
 
 
@@ -165,13 +203,15 @@ def run_settings(config: SegmentConfig, engine: Engine) -> dict[str, object]:
         overlays=config.overlays,
         probabilities=config.save_probabilities,
         pixel_size_um=config.pixel_size_um,
+        dicom_seg=config.dicom_seg,
+        identifiers=config.keep_identifiers,
     )
 
 
 class _Run:
     """The threads of one run and what they share."""
 
-    def __init__(self, config, the_plan, engine, stop, paths, writer, report, on_result) -> None:
+    def __init__(self, config, the_plan, engine, stop, paths, writer, report, on_result, identifiers=None) -> None:
         self.config: SegmentConfig = config
         self.plan: Plan = the_plan
         self.engine: Engine = engine
@@ -180,6 +220,7 @@ class _Run:
         self.writer: ResultsWriter = writer
         self.report: Report = report
         self.on_result = on_result
+        self.identifiers: ResultsWriter | None = identifiers  # identifiers.csv, with --keep-identifiers
         self.threshold = config.threshold if config.threshold is not None else float(engine.info.threshold)
         self.spec = config.tile_spec(engine.info.tile_multiple, engine.info.fixed_tile)
         self.prepared: queue.Queue = queue.Queue(maxsize=config.workers)
@@ -286,9 +327,13 @@ class _Run:
         """Finish, write and record one image; a full or read-only disk stops the run."""
         try:
             result = finish_one(job, probability, self.threshold, self.paths, self.config)
+            if self.identifiers is not None and job.identifiers is not None and result.status == "ok":
+                self.identifiers.append_cells(_identifier_cells(job))
         except FatalWriteError as exc:
             self._fail_run(str(exc))
             return
+        except OSError as exc:
+            result = error_result(job.item, f"cannot write identifiers.csv: {exc.strerror or exc}", job.started)
         self._record(result)
 
 
@@ -323,8 +368,10 @@ def finish_one(job: Job, probability: np.ndarray, threshold: float, paths: Outpu
     or read-only disk (files already written stay valid).
     """
     try:
-        mask, result = finish(job, probability, threshold, config.pixel_size_um)
-        write(job, mask, paths, config.overlays, config.save_probabilities, threshold)
+        # The image's own pixel size (a DICOM input's Pixel Spacing) first, else --pixel-size.
+        pixel_size = job.pixel_size_um if job.pixel_size_um is not None else config.pixel_size_um
+        mask, result = finish(job, probability, threshold, pixel_size)
+        write(job, mask, paths, config.overlays, config.save_probabilities, threshold, config.dicom_seg)
     except OSError as exc:
         if exc.errno in FATAL_ERRNOS:
             fix = "make it writable" if exc.errno == errno.EROFS else "free space"

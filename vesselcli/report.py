@@ -23,6 +23,9 @@ from .imageio import write_atomic
 
 #: Which image: its name (path relative to its input root) and size after EXIF orientation.
 IMAGE_COLUMNS = ("image", "width", "height")
+#: What the input file says of itself (DICOM inputs; empty for other files): the eye (``L``/``R``)
+#: and micrometres per pixel.
+METADATA_COLUMNS = ("laterality", "pixel_size_um")
 #: The mask inside the field of view.
 MASK_COLUMNS = ("fov_pixels", "vessel_pixels", "vessel_density")
 #: The mask's vessel morphology (``vesselcli.analysis.morphology``; mm and um with a pixel size).
@@ -34,8 +37,8 @@ GT_COLUMNS = ("iou", "dice", "sensitivity", "specificity", "accuracy", "auc")
 #: How the image went.
 TAIL_COLUMNS = ("seconds", "status", "error")
 #: The one header of every results.csv (groups that other issues add go in between, in the
-#: README's order: metadata after IMAGE_COLUMNS).
-COLUMNS = IMAGE_COLUMNS + MASK_COLUMNS + MORPHOLOGY_COLUMNS + GT_COLUMNS + TAIL_COLUMNS
+#: README's order).
+COLUMNS = IMAGE_COLUMNS + METADATA_COLUMNS + MASK_COLUMNS + MORPHOLOGY_COLUMNS + GT_COLUMNS + TAIL_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class ImageResult:
     figures: dict[str, float] | None = None  # GT_COLUMNS -> value, when ground truth was scored
     morphology: dict[str, float | None] | None = None  # MORPHOLOGY_COLUMNS -> value (None: not applicable)
     error: str = ""
+    laterality: str | None = None  # "L" / "R" from a DICOM input's Image or Frame Laterality
+    pixel_size_um: float | None = None  # micrometres per pixel from a DICOM input's Pixel Spacing
 
     @property
     def vessel_density(self) -> float | None:
@@ -70,6 +75,8 @@ class ImageResult:
             "image": self.image,
             "width": "" if self.width is None else str(self.width),
             "height": "" if self.height is None else str(self.height),
+            "laterality": self.laterality or "",
+            "pixel_size_um": number(self.pixel_size_um, 4),
             "fov_pixels": "" if self.fov_pixels is None else str(self.fov_pixels),
             "vessel_pixels": "" if self.vessel_pixels is None else str(self.vessel_pixels),
             "vessel_density": number(self.vessel_density),
@@ -179,7 +186,11 @@ class ResultsWriter:
 
     def append(self, result: ImageResult) -> None:
         """Write one whole row, or nothing: a failed write is cut back off and re-raised."""
-        cells = result.row()
+        self.append_cells(result.row())
+
+    def append_cells(self, cells: dict[str, str]) -> None:
+        """``append`` for a row given as column -> text (missing columns empty)."""
+        cells = {c: cells.get(c, "") for c in self.header}
         # An error message may quote a file name that is not UTF-8: escaped, never a crash.
         data = _line([cells[c] for c in self.header]).encode("utf-8", "backslashreplace")
         with self._lock:

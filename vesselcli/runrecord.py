@@ -66,6 +66,8 @@ def output_settings(
     fov_dir: Path | None,
     overlays: bool,
     probabilities: bool,
+    dicom_seg: bool = False,
+    identifiers: bool = False,
     pixel_size_um: float | None = None,
 ) -> dict[str, Any]:
     """The flat ``settings`` dict (JSON types only) of a run with these choices.
@@ -75,7 +77,11 @@ def output_settings(
     ``fov_diameter`` is the model's scale (the FOV diameter in pixels it brings images to);
     folders are absolute paths, so the same folder named from another working directory is equal;
     ``pixel_size_um`` (``--pixel-size``) fills the mm and um morphology columns.
+    ``dicom_seg`` (DICOM Segmentations written) and ``identifiers`` (identifiers.csv written)
+    are recorded only when on, so the record of a run without them equals that of a version
+    that had neither.
     """
+    optional = {"dicom_seg": bool(dicom_seg), "identifiers": bool(identifiers)}
     return {
         "model": None if model is None else os.path.abspath(model),
         "model_sha256": None if model is None else file_sha256(model),
@@ -92,6 +98,7 @@ def output_settings(
         "overlays": bool(overlays),
         "probabilities": bool(probabilities),
         "pixel_size_um": None if pixel_size_um is None else float(pixel_size_um),
+        **{name: True for name, on in optional.items() if on},
     }
 
 

@@ -1,12 +1,14 @@
 """The per-image stages of ``segment``, as plain functions the pipeline's threads call.
 
-1. ``load``: read the image (EXIF orientation applied), its annotation and FOV mask if any,
+1. ``load``: read the image (EXIF orientation applied; DICOM photographs through
+   ``vesselcli.io.dicom``, with their laterality and pixel size), its annotation and FOV mask if any,
    detect the FOV otherwise, and ``prepare`` the network input at the model's scale.
 2. (the pipeline tiles the input through the engine: a probability map at model scale)
 3. ``finish``: bring the probability back to the image's size, threshold it, keep it inside
    the FOV, measure its morphology (``vesselcli.analysis.morphology``) and measure it
    (inside the FOV) against the annotation.
-4. ``write``: encode and write the mask, overlay and probability map atomically (the map as
+4. ``write``: encode and write the mask, overlay, probability map and (``--dicom-seg``,
+   DICOM inputs) the DICOM Segmentation atomically (the map as
    ``probability_levels``: 0 outside the FOV, and ``level / 255 >= threshold`` exactly where
    the mask is a vessel).
 
@@ -25,6 +27,7 @@ from .analysis.morphology import morphology
 from .discover import Item, LinkedOutputError, OutputPaths
 from .fov import detect_fov
 from .imageio import ImageReadError, encode_jpeg, encode_png, read_image, read_mask, write_atomic
+from .io.dicom import read_frame
 from .overlay import overlay
 from .preprocess import Preprocessing, prepare, resize_image
 from .report import GT_COLUMNS, ImageResult
@@ -41,6 +44,10 @@ class Job:
     ``rgb``: ``(H, W, 3) uint8`` (only the overlay needs it); ``fov`` and ``truth``: ``(H, W) bool``; ``network_input``:
     ``(1, h, w) float32`` at model scale (dropped once tiled); ``probability``: ``(H, W)
     float32`` once predicted; ``started``: ``time.perf_counter()`` when reading began.
+    ``laterality`` (``L``/``R``) and ``pixel_size_um`` come from a DICOM input's header (None
+    otherwise) and travel with the image to every later stage; ``identifiers`` (patient name,
+    ID, birth date, accession number, study/series/instance UIDs) likewise, written out only
+    with ``--keep-identifiers``.
     """
 
     item: Item
@@ -50,6 +57,9 @@ class Job:
     truth: np.ndarray | None
     network_input: np.ndarray | None
     probability: np.ndarray | None = None
+    laterality: str | None = None
+    pixel_size_um: float | None = None
+    identifiers: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -83,8 +93,13 @@ def load(item: Item, partners: Partners, pre: Preprocessing, max_pixels: int) ->
     started = time.perf_counter()
     if partners.error:
         raise StageError(partners.error)
+    laterality = pixel_size_um = identifiers = None
     try:
-        rgb = read_image(item.path, max_pixels)
+        if item.frame is None:
+            rgb = read_image(item.path, max_pixels)
+        else:
+            dicom = read_frame(item.path, item.frame, max_pixels)
+            rgb, laterality, pixel_size_um, identifiers = dicom.rgb, dicom.laterality, dicom.pixel_size_um, dicom.identifiers
     except ImageReadError as exc:
         raise StageError(str(exc)) from None
     shape = rgb.shape[:2]
@@ -96,7 +111,7 @@ def load(item: Item, partners: Partners, pre: Preprocessing, max_pixels: int) ->
         # all-zero input, on which it calls almost everything a vessel.
         raise StageError(f"the image is blank (one flat {pre.channel} level inside its field of view); "
                          "there is nothing to segment: check the capture")
-    return Job(item, started, rgb, fov, truth, network_input)
+    return Job(item, started, rgb, fov, truth, network_input, None, laterality, pixel_size_um, identifiers)
 
 
 def finish(job: Job, model_probability: np.ndarray, threshold: float,
@@ -126,6 +141,8 @@ def finish(job: Job, model_probability: np.ndarray, threshold: float,
         fov_pixels=int(np.count_nonzero(job.fov)),
         vessel_pixels=int(np.count_nonzero(mask)),
         figures=figures,
+        laterality=job.laterality,
+        pixel_size_um=pixel_size_um,
         morphology=morphology(mask, job.fov, pixel_size_um),
     )
     return mask, result
@@ -161,8 +178,9 @@ def probability_levels(probability: np.ndarray, mask: np.ndarray, fov: np.ndarra
 
 
 def write(job: Job, mask: np.ndarray, paths: OutputPaths, overlays: bool, probabilities: bool,
-          threshold: float) -> None:
-    """Write the mask (0/255 PNG), the overlay (JPEG) and the probability map (8-bit PNG).
+          threshold: float, dicom_seg: bool = False) -> None:
+    """Write the mask (0/255 PNG), the overlay (JPEG), the probability map (8-bit PNG) and, for
+    DICOM inputs with ``dicom_seg``, the DICOM Segmentation (``OUT/dicom-seg/<name>.dcm``).
 
     The map is ``probability_levels`` of the probability at ``threshold`` (the one the mask used).
     """
@@ -173,6 +191,10 @@ def write(job: Job, mask: np.ndarray, paths: OutputPaths, overlays: bool, probab
     if probabilities and job.probability is not None:
         levels = probability_levels(job.probability, mask, job.fov, threshold)
         _write_inside(paths, paths.probability(key), encode_png(levels))
+    if dicom_seg and job.item.frame is not None:
+        from .io.dicom_seg import segmentation_bytes
+
+        _write_inside(paths, paths.dicom_seg(key), segmentation_bytes(job.item.path, job.item.frame, mask))
 
 
 def _write_inside(paths: OutputPaths, path: Path, data: bytes) -> None:

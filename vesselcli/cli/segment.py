@@ -139,6 +139,11 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
               help="Refuse images larger than this many pixels before decoding them.")
 @click.option("--pixel-size", "pixel_size_um", type=click.FloatRange(0.0, 1e6, min_open=True), metavar="UM",
               help="Micrometres per pixel: adds vessel_length_mm and mean_width_um to results.csv.")
+@click.option("--dicom-seg", is_flag=True,
+              help="Also write a DICOM Segmentation per DICOM input to OUT/dicom-seg/ (needs vesselseg[dicom]).")
+@click.option("--keep-identifiers", is_flag=True,
+              help="Write DICOM inputs' patient name, ID, birth date and accession number to OUT/identifiers.csv "
+                   "(default: written nowhere in OUT).")
 @click.option("--shard", callback=_check_shard, metavar="I/N|auto",
               help="Do only shard I of N (0-based; by a hash of each image's name) into OUT/parts; 'auto' reads "
                    "Slurm array or torchrun variables. Then `vesselseg merge OUT`.")
@@ -151,8 +156,9 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
 def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: Path | None, gt_pattern: str | None,
             model: Path | None, engine: str, device: str, threshold: float | None, workers: int, batch_size: int,
             tile_size: int, tile_overlap: int, tta: bool, save_probabilities: bool, no_overlays: bool,
-            overwrite: bool, max_pixels: int, pixel_size_um: float | None, shard: Shard | None,
-            ray_address: str | None, ray_actors: int | None, quiet: bool) -> None:
+            overwrite: bool, max_pixels: int, pixel_size_um: float | None, dicom_seg: bool,
+            keep_identifiers: bool, shard: Shard | None, ray_address: str | None, ray_actors: int | None,
+            quiet: bool) -> None:
     """Segment the vessels of every image in INPUT... (files and folders, searched recursively).
 
     Writes OUT/masks/<name>.png (0/255, the image's own size), OUT/overlays/<name>.jpg and
@@ -167,14 +173,25 @@ def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: P
     if shard is not None and ray_address is not None:
         raise click.UsageError("--shard and --ray do not go together: Ray spreads the images over the cluster itself; "
                                "use one or the other")
+    if keep_identifiers and (shard is not None or ray_address is not None):
+        raise click.UsageError("--keep-identifiers is for one-process runs only (identifiers.csv is not yet split "
+                               "into shard parts); run without --shard/--ray, or leave the identifiers out")
     if ray_actors is not None and ray_address is None:
         raise click.BadParameter("only applies with --ray", param_hint="--ray-actors")
     config = SegmentConfig(
         inputs=inputs, out=out, gt_dir=gt_dir, fov_dir=fov_dir, gt_pattern=gt_pattern, threshold=threshold,
         workers=workers, batch_size=batch_size, tile_size=tile_size, tile_overlap=tile_overlap, tta=tta,
         save_probabilities=save_probabilities, overlays=not no_overlays, overwrite=overwrite, max_pixels=max_pixels,
-        pixel_size_um=pixel_size_um, shard=shard,
+        pixel_size_um=pixel_size_um,
+        dicom_seg=dicom_seg, keep_identifiers=keep_identifiers, shard=shard,
     )
+    if dicom_seg:
+        from ..io.dicom_seg import MissingExtraError, require_highdicom
+
+        try:
+            require_highdicom()
+        except MissingExtraError as exc:
+            raise click.UsageError(str(exc)) from None
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     options = _plain(click.get_current_context().params)
     ray = None if ray_address is None else RayOptions(ray_address, ray_actors, model, engine, device)
@@ -242,6 +259,11 @@ def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, q
     """Run the pipeline under a progress bar and the signal handlers; (report, seconds it ran)."""
     for line in the_plan.unlisted:
         err.print(f"warning: {line}; the images in it are not included", markup=False)
+    for line in the_plan.skipped:
+        err.print(f"warning: {line}", markup=False)
+    if config.dicom_seg and not any(i.frame is not None for i in the_plan.items):
+        err.print("warning: --dicom-seg: no input is DICOM, so no DICOM Segmentation is written "
+                  "(a segmentation must reference a DICOM source)", markup=False)
     if the_plan.unannotated:
         names = ", ".join(i.name for i in the_plan.unannotated[:5])
         more = f" and {len(the_plan.unannotated) - 5} more" if len(the_plan.unannotated) > 5 else ""

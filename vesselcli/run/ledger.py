@@ -45,7 +45,9 @@ class Ledger:
     writer: ResultsWriter
 
 
-def _is_done(item: Item, ok_names: set[str], paths: OutputPaths) -> bool:
+def _is_done(item: Item, ok_names: set[str], paths: OutputPaths, dicom_seg: bool = False) -> bool:
+    if dicom_seg and item.frame is not None and not paths.dicom_seg(item.key).is_file():
+        return False
     mask = paths.mask(item.key)
     return item.name in ok_names and mask.is_file() and not mask.is_symlink()
 
@@ -53,7 +55,7 @@ def _is_done(item: Item, ok_names: set[str], paths: OutputPaths) -> bool:
 def remove_stale_temporaries(out: Path) -> None:
     """Delete ``.tmp-*`` files a killed run left (the caller holds OUT exclusively: none is being written)."""
     folders = [(str(out), [], [e.name for e in os.scandir(out) if e.is_file()])]
-    for folder in ("masks", "overlays", "probabilities", "parts"):
+    for folder in ("masks", "overlays", "probabilities", "dicom-seg", "parts"):
         folders.extend(os.walk(out / folder))
     for root, _, files in folders:
         for name in files:
@@ -113,7 +115,7 @@ def open_ledger(
             # a shard checks OUT's record too: a whole run or a merge with other settings may have made it
             check_settings(out, settings, results_exist=paths.csv.is_file() and paths.csv.stat().st_size > 0)
         ok_names = {r["image"] for r in rows if r.get("status") == "ok"}
-        todo = [i for i in items if config.overwrite or not _is_done(i, ok_names, paths)]
+        todo = [i for i in items if config.overwrite or not _is_done(i, ok_names, paths, config.dicom_seg)]
         redo = {i.name for i in todo}
         kept = list({r["image"]: r for r in rows if r["image"] not in redo}.values())
         report = Report(total=len(items), skipped=len(items) - len(todo))
