@@ -2,7 +2,7 @@
 #   make segment IN=./scans OUT=./masks     segment a folder (base install: ONNX Runtime, no torch)
 #   make test                               install test deps and run the test suite
 #   make train                              train the documented default model (three stages)
-#   make engine                             export the shipped checkpoint to ONNX (+ TensorRT if present)
+#   make engine                             export the shipped checkpoint to ONNX, its gated INT8 variant (+ TensorRT if present)
 #   make bench                              write BENCHMARKS.md (accuracy and speed, this machine)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -59,7 +59,7 @@ train-report: $(VENV)/.dev
 	$(PY) -m train --config train/configs/report.toml --data $(DATA)/DRIVE --out runs/report $(ARGS)
 
 engine: $(VENV)/.dev
-	$(VENV)/bin/vesselseg export --update-shipped $(ARGS)
+	$(VENV)/bin/vesselseg export --update-shipped --data $(DATA) $(ARGS)
 
 bench: $(VENV)/.dev
 	$(PY) -m bench --data $(DATA) $(ARGS)

@@ -10,8 +10,9 @@ accuracy (``bench.accuracy``), speed on the same DRIVE images (the report's path
 ``bench.report_path``, our pipeline per engine, the I/O floor ``bench.io_floor``), model
 cost (``bench.cost``), and scaling with the number and the size of images
 (``bench.workloads``), and what the analysis adds (``bench.analysis``: morphology per image, the
-HTML report of 100,000 rows and of a 2,000-image run). The full run takes about 17 minutes on 2 cores, 7 of them the 2,000-image
-run.
+HTML report of 100,000 rows and of a 2,000-image run). The full run took 17 minutes on a quiet
+2-core machine before the report's path was corrected and INT8 added (estimated at about 14
+now, plus the analysis section), 7 of them the 2,000-image run.
 """
 from __future__ import annotations
 
@@ -28,12 +29,12 @@ from .chart import Bar, draw_chart
 from .commands import Shown, relative_to_repo
 from .machine import machine_info
 from .measure import Measurement, RunFailed, measure, run_once
-from .report import FLOOR_SUBJECT, OURS_PREFIX, REPORT_SUBJECT, Results, render, write_csv
+from .report import DEFAULT_ENGINE, FLOOR_SUBJECT, OURS_PREFIX, REPORT_SUBJECT, Results, render, write_csv
 from .scaleout import measure_scaleout
 from .workloads import FRAME_SIZES, count_set, drive_images, size_set
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("accuracy", "speed", "cost", "counts", "sizes", "analysis", "scaleout")
+SECTIONS = ("accuracy", "speed", "stages", "cost", "counts", "sizes", "analysis", "scaleout")
 PY = sys.executable
 
 
@@ -99,8 +100,13 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+#: What is timed per engine: ONNX Runtime as ``segment`` runs by default (``--precision auto``,
+#: the fastest variant that passed its gate) and in float32; PyTorch in float32.
+ENGINE_RUNS = {"onnxruntime": [DEFAULT_ENGINE, "onnxruntime --precision fp32"], "torch": ["torch"]}
+
+
 def available_engines(args: argparse.Namespace) -> list[str]:
-    """Engines that can run on this machine's CPU with a model file at hand."""
+    """Engine runs (``ENGINE_RUNS`` entries) that can be timed on this machine's CPU, the default first."""
     from vesselcli.engines import shipped_model
 
     wanted = args.engines.split(",") if args.engines else ["onnxruntime", "torch"]
@@ -112,15 +118,16 @@ def available_engines(args: argparse.Namespace) -> list[str]:
         elif not Path(model).is_file():
             log(f"engine {name}: model {model} missing, not timed")
         else:
-            found.append(name)
+            found += ENGINE_RUNS.get(name, [name])
     if not found:
         raise SystemExit("no engine can be timed: the shipped model is missing (run `make engine`) or pass --model / --checkpoint")
     return found
 
 
 def segment_command(args: argparse.Namespace, engine: str, images: Path, out: Path) -> list[str]:
-    command = [PY, "-m", "vesselcli", "segment", str(images), "--out", str(out), "-q", "--engine", engine]
-    model = args.model if engine == "onnxruntime" else args.checkpoint
+    """The ``segment`` command of one engine run, e.g. ``onnxruntime --precision auto``."""
+    command = [PY, "-m", "vesselcli", "segment", str(images), "--out", str(out), "-q", "--engine", *engine.split()]
+    model = args.model if engine.startswith("onnxruntime") else args.checkpoint
     return command + (["--model", str(model)] if model is not None else [])
 
 
@@ -164,8 +171,16 @@ def run(args: argparse.Namespace, command: str) -> Results:
         if args.images == len(sources):  # links to the dataset's files, in its order: print the dataset's folder
             shown = shown.with_alias(folder, str(shown.data / "DRIVE" / "test" / "images"))
         results.speed = speed(args, engines, folder, args.images, args.repeats, f"{args.images} DRIVE test images", True, shown)
+    if "stages" not in args.skip:
+        log("stages: each stage of segment timed on its own")
+        images = [str(sources[0].parent)] if args.images == len(sources) else [str(p) for p in sources[: args.images]]
+        stage_cmd = [PY, "-m", "bench.stages", *images, "--gt", str(sources[0].parents[1] / "1st_manual")]
+        stage_cmd += ["--model", str(args.model)] if args.model else []
+        stage_cmd += ["--repeats", "1" if args.quick else "3"]
+        results.stages = run_once(stage_cmd, cwd=REPO).report
+        results.stages_command = shown.command(stage_cmd)
     if "cost" not in args.skip:
-        log("cost: FLOPs, measured peak, engine time")
+        log("cost: FLOPs, measured peaks, engine time")
         cost_cmd = [PY, "-m", "bench.cost", "--image", str(sources[0])]
         cost_cmd += ["--model", str(args.model)] if args.model else ["--model", str(_shipped(".onnx"))]
         checkpoint = args.checkpoint or _shipped(".pt")

@@ -98,3 +98,46 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 5, threads: int | None =
         torch.mm(a, b)
         best = min(best, time.perf_counter() - start)
     return 2.0 * size**3 / best / 1e9
+
+
+def onnxruntime_matmul_peaks(size: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """Best GFLOP/s (float32) and GOP/s (int8) of a ``size x size`` matmul in ONNX Runtime.
+
+    Both peaks are measured the same way: a one-node ONNX model (``MatMul`` on float32,
+    ``MatMulInteger`` on uint8 x int8, the U8S8 form x86 VNNI runs) in an ONNX Runtime CPU
+    session with every usable core, best of ``repeats`` after a warm-up; 2 n^3 operations each.
+    These are the arithmetic limits the network's float32 and INT8 variants run against.
+    """
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    cases = {
+        "fp32": ("MatMul", TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT,
+                 rng.standard_normal((size, size)).astype(np.float32), rng.standard_normal((size, size)).astype(np.float32)),
+        "int8": ("MatMulInteger", TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32,
+                 rng.integers(0, 255, (size, size), dtype=np.uint8), rng.integers(-127, 127, (size, size), dtype=np.int8)),
+    }
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = usable_cores()
+    options.log_severity_level = 3
+    peaks = {}
+    for name, (op, ta, tb, ty, a, b) in cases.items():
+        graph = helper.make_graph(
+            [helper.make_node(op, ["a", "b"], ["y"])], name,
+            [helper.make_tensor_value_info("a", ta, [size, size]), helper.make_tensor_value_info("b", tb, [size, size])],
+            [helper.make_tensor_value_info("y", ty, [size, size])],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+        model.ir_version = 9
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        feeds = {"a": a, "b": b}
+        session.run(None, feeds)  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            session.run(None, feeds)
+            best = min(best, time.perf_counter() - start)
+        peaks[name] = 2.0 * size**3 / best / 1e9
+    return peaks

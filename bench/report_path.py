@@ -1,16 +1,22 @@
-"""The report's inference path, as a user script of the seed project would run it.
+"""The report's inference path, as its authors built it and a user script of the seed project runs it.
 
     python -m bench.report_path IMAGES_DIR OUT_DIR
 
 The report's network (``vesselcli.unet.REPORT_CONFIG``: 64 base channels, 4 poolings, valid
-convolutions, 31M parameters) in eager PyTorch, one image at a time at 512x512, with the
-reading and writing a script does: open the photograph with Pillow, convert to grey, resize to
-512x512 (the report's protocol), run the network, threshold the sigmoid at 0.5, save the
-512x512 mask as PNG. The weights are randomly initialised (seed 0): the time of a network does
-not depend on its weights, and the report's trained weights are not available here.
+convolutions, 31M parameters) in eager PyTorch, one image at a time: open the photograph with
+Pillow, convert to grey, resize to 512x512 (the report's protocol), feed that 512x512 image to
+the valid network *unpadded* (``UNet.core``: its output is 324x324), interpolate the logits
+bilinearly back to 512x512 (the report: "Interpolation methods like bilinear or
+nearest-neighbor interpolation can be used at the final layer to adjust the output dimensions
+to match the input"), sigmoid, threshold at 0.5, save the 512x512 mask as PNG.
+
+An earlier version reflection-padded each input by the network's margin so that the valid
+output covered 512x512 (``UNet.forward``); that is about 3x the arithmetic and not what the
+report did. The weights are randomly initialised (seed 0): the time of a network does not
+depend on its weights, and the report's trained weights are not available here.
 
 Prints one JSON line: ``{"images": N, "loop_s": seconds for the loop (after imports and
-model construction), "setup_s": seconds to build the model}``.
+model construction), "setup_s": seconds to build the model, "network_output": [h, w]}``.
 """
 from __future__ import annotations
 
@@ -21,11 +27,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from vesselcli.unet import REPORT_CONFIG, UNet
 
 SIDE = 512
+THRESHOLD = 0.5
+
+
+def segment_one(model: UNet, grey: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """``(512, 512) uint8`` grey image -> (``(512, 512) bool`` mask, the network's own output size)."""
+    x = torch.from_numpy(grey.astype(np.float32) / 255.0)[None, None]
+    with torch.no_grad():
+        logits = model.core(x)
+        size = tuple(logits.shape[-2:])
+        logits = F.interpolate(logits, size=grey.shape, mode="bilinear", align_corners=False)
+        prob = torch.sigmoid(logits)[0, 0].numpy()
+    return prob > THRESHOLD, size
 
 
 def main(argv: list[str]) -> int:
@@ -40,14 +59,13 @@ def main(argv: list[str]) -> int:
     model = UNet(REPORT_CONFIG).eval()
     setup = time.perf_counter() - start
     start = time.perf_counter()
+    size: tuple[int, int] = (0, 0)
     for path in images:
-        grey = Image.open(path).convert("L").resize((SIDE, SIDE), Image.BILINEAR)
-        x = torch.from_numpy(np.asarray(grey, dtype=np.float32) / 255.0)[None, None]
-        with torch.no_grad():
-            prob = torch.sigmoid(model(x))[0, 0].numpy()
-        Image.fromarray(((prob > 0.5) * 255).astype(np.uint8)).save(out / f"{path.stem}.png")
+        grey = np.asarray(Image.open(path).convert("L").resize((SIDE, SIDE), Image.BILINEAR))
+        mask, size = segment_one(model, grey)
+        Image.fromarray(mask.astype(np.uint8) * 255).save(out / f"{path.stem}.png")
     loop = time.perf_counter() - start
-    print(json.dumps({"images": len(images), "loop_s": loop, "setup_s": setup}))
+    print(json.dumps({"images": len(images), "loop_s": loop, "setup_s": setup, "network_output": list(size)}))
     return 0
 
 

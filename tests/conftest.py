@@ -40,7 +40,7 @@ def fake_engine(monkeypatch):
     from segment_fakes import DarkIsVessel
 
     engine = DarkIsVessel()
-    monkeypatch.setattr(vesselcli.engines, "choose_engine", lambda model, kind, device: vesselcli.engines.Selection(engine))
+    monkeypatch.setattr(vesselcli.engines, "choose_engine", lambda model, kind, device, **options: vesselcli.engines.Selection(engine))
     return engine
 
 

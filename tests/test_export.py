@@ -188,7 +188,8 @@ def test_shipped_onnx_matches_a_fresh_export_of_the_shipped_checkpoint(tmp_path,
     config = ExportConfig(SHIPPED_PT, tmp_path, "default", drive_root=drive_root, tensorrt=False)
     report = export_checkpoint(config, say=lambda line: None)  # includes ORT vs torch on real tiles
     assert any(case.name.startswith("DRIVE") for case in report.parity.cases)
-    shipped, fresh = open_engine(SHIPPED_ONNX, device="cpu"), open_engine(report.onnx, device="cpu")
+    shipped = open_engine(SHIPPED_ONNX, device="cpu", precision="fp32")  # the float32 file itself, not its INT8 variant
+    fresh = open_engine(report.onnx, device="cpu", precision="fp32")
     assert shipped.info == fresh.info, "the shipped ONNX model's metadata is stale: run `vesselseg export --update-shipped`"
     tiles = drive_tiles(drive_root, shipped.info.preprocessing, 256, images=1)
     a, b = shipped.infer(tiles), fresh.infer(tiles)

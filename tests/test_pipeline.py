@@ -239,3 +239,33 @@ def test_a_threshold_option_overrides_the_model_threshold(tmp_path: Path) -> Non
         run(config(tmp_path, threshold=threshold, overwrite=True))
         counts.append(int(rows(config(tmp_path))[0]["vessel_pixels"]))
     assert counts[0] > counts[1] > counts[2] > 0
+
+
+# --- Only the FOV's box goes through the network ------------------------------------------
+
+def test_fov_box_is_the_smallest_box_holding_the_fov_starting_on_the_grid() -> None:
+    from vesselcli.preprocess import fov_box
+
+    fov = np.zeros((100, 120), bool)
+    fov[29:66, 14:101] = True
+    assert fov_box(fov) == (29, 14, 37, 87)
+    assert fov_box(fov, 8) == (24, 8, 42, 93)  # starts moved back onto the 8-pixel grid; ends kept
+    assert fov_box(np.zeros((10, 12), bool), 8) == (0, 0, 10, 12)  # no FOV: the whole image
+
+
+def test_the_network_sees_only_the_fov_box_and_the_mask_comes_back_in_place(tmp_path) -> None:
+    image = np.zeros((200, 180, 3), np.uint8)
+    image[60:170, 40:150] = fundus(110, 110, seed=3)  # a lit disc well inside a black frame
+    path = tmp_path / "off_centre.png"
+    Image.fromarray(image).save(path)
+    from vesselcli.discover import Item
+
+    engine = DarkIsVessel(fov_diameter=100.0)  # the disc is about 99 px across: no rescaling
+    job = stages.load(Item(path, path.name, path.stem), stages.Partners(), engine.info.preprocessing, 10**8, align=8)
+    top, left, bh, bw = job.box
+    assert job.model_shape == (200, 180) and top % 8 == 0 and left % 8 == 0
+    assert job.network_input.shape == (1, bh, bw) and bh * bw < 0.5 * 200 * 180
+    assert job.fov[:top].sum() == 0 and job.fov[:, :left].sum() == 0 and job.fov[top + bh :].sum() == 0
+    # A probability of 1 everywhere in the box: the mask is the FOV, at the image's own place.
+    mask, result = stages.finish(job, np.ones((bh, bw), np.float32), 0.5)
+    assert mask.shape == (200, 180) and (mask == job.fov).all() and result.vessel_pixels == int(job.fov.sum())

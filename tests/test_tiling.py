@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from vesselcli.preprocess import Preprocessing, prepare, resize_image, resize_mask, scale_factor, scaled_shape
 from vesselcli.tiling import (
-    TileSpec, blend_weights, flip_averaged, sliding_window, stream_tiled, tile_count, tile_origins,
+    TileSpec, blend_weights, flip_averaged, sliding_window, stream_tiled, tile_count, tile_origins, tile_shapes,
 )
 
 
@@ -249,3 +249,57 @@ def test_prepare_brings_any_camera_to_the_model_fov_diameter() -> None:
         expected = size * scale_factor(fov, pre) if scale_factor(fov, pre) != 1.0 else size
         assert abs(diameter - expected) <= 3
         assert abs(diameter - 540) <= 540 * pre.scale_tolerance + 3
+
+
+# --- Images that fit one tile run at their own size (TileSpec.multiple) -----------------------
+
+def row_ramp_plus(batch: np.ndarray) -> np.ndarray:
+    """Output depends on the pixel's row inside the tile: wrong geometry gives wrong values."""
+    rows = np.arange(batch.shape[2], dtype=np.float32)[None, None, :, None]
+    return batch + rows
+
+
+def test_an_image_that_fits_a_tile_runs_at_its_own_size_rounded_to_the_multiple() -> None:
+    image = random_image(1, 584, 565)
+    seen: list[tuple[int, ...]] = []
+
+    def predictor(batch: np.ndarray) -> np.ndarray:
+        seen.append(batch.shape)
+        return row_ramp_plus(batch)
+
+    out = sliding_window(image, predictor, TileSpec(592, 64, 2, multiple=8))
+    assert seen == [(1, 1, 584, 568)]  # not the 592x592 square: 6% fewer pixels through the network
+    np.testing.assert_allclose(out, image + np.arange(584, dtype=np.float32)[None, :, None], rtol=0, atol=1e-5)
+
+
+def test_tile_shapes_count_the_pixels_the_network_sees() -> None:
+    spec = TileSpec(592, 64, 2, multiple=8)
+    assert tile_shapes((584, 565), spec) == [(584, 568)]
+    assert tile_shapes((584, 565), TileSpec(592, 64, 2)) == [(592, 592)]  # fixed-size engines: square tiles
+    assert tile_shapes((823, 549), spec) == [(592, 592)] * 2  # larger images are tiled as before
+    assert tile_count((823, 549), spec) == 2
+
+
+def test_batches_hold_one_tile_shape_and_every_image_comes_back_in_order() -> None:
+    images = [("a", random_image(1, 20, 30, 1)), ("b", random_image(1, 20, 30, 2)),
+              ("c", random_image(1, 21, 30, 3)), ("d", random_image(1, 40, 45, 4)), ("e", random_image(1, 20, 30, 5))]
+    shapes: list[tuple[int, ...]] = []
+
+    def predictor(batch: np.ndarray) -> np.ndarray:
+        shapes.append(batch.shape)
+        return batch * 2.0
+
+    spec = TileSpec(32, 8, 3, blend="constant", multiple=8)
+    results = list(stream_tiled(images, predictor, spec))
+    assert [key for key, _, _ in results] == ["a", "b", "c", "d", "e"]
+    for (key, image), (_, out, error) in zip(images, results):
+        assert error is None
+        np.testing.assert_allclose(out, image * 2.0, rtol=0, atol=1e-5)
+    # a, b and c (21 rows, rounded to 24) share a batch; d's four 32x32 tiles fill one and start
+    # another, which is sent when e's shape differs.
+    assert shapes == [(3, 1, 24, 32), (3, 1, 32, 32), (1, 1, 32, 32), (1, 1, 24, 32)]
+
+
+def test_a_negative_multiple_is_refused() -> None:
+    with pytest.raises(ValueError, match="multiple"):
+        TileSpec(32, 8, 1, multiple=-1)

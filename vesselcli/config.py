@@ -83,4 +83,6 @@ class SegmentConfig:
             size = fixed[0]
         size = -(-size // multiple) * multiple
         overlap = min(self.tile_overlap, size - 1)
-        return TileSpec(size=size, overlap=overlap, batch=self.batch_size)
+        # An engine that takes any multiple of its size runs an image that fits one tile at its
+        # own size (see vesselcli.tiling); a fixed-size engine gets square tiles.
+        return TileSpec(size=size, overlap=overlap, batch=self.batch_size, multiple=0 if fixed else multiple)

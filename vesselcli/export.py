@@ -242,6 +242,8 @@ class ExportConfig:
     batch_max: int = 16
     device: str = "cuda:0"
     update_shipped: Path | None = None
+    data_root: Path | None = None  # DRIVE/, CHASE_DB1/, HRF/ for the variants' calibration and gate
+    variants: tuple[str, ...] = ("int8",)
 
 
 @dataclass
@@ -254,6 +256,8 @@ class ExportReport:
     plan: Path | None = None
     plan_dice: float | None = None
     tensorrt: str = ""
+    variants: dict[str, str] = field(default_factory=dict)  # precision -> what happened, one line
+    gates: dict[str, dict] = field(default_factory=dict)  # precision -> gate record
 
 
 def export_checkpoint(config: ExportConfig, say=print) -> ExportReport:
@@ -283,7 +287,71 @@ def export_checkpoint(config: ExportConfig, say=print) -> ExportReport:
         _copy_atomic(out, config.update_shipped)
         report.shipped = config.update_shipped
     report.tensorrt = _tensorrt_step(config, report, tiles if tiles is not None else batches[next(iter(batches))], say)
+    for precision in config.variants:
+        report.variants[precision] = _variant_step(config, report, precision, say)
     return report
+
+
+def _variant_step(config: ExportConfig, report: ExportReport, precision: str, say) -> str:
+    """Build the ``precision`` variant of the exported model, gate it, keep it only if it passed.
+
+    With ``update_shipped`` the shipped copy follows: replaced by a variant that passed, removed
+    when the gate failed or could not run (a stale variant of other weights must not ship).
+    """
+    import tempfile
+
+    from .variants import gate as gates
+    from .variants.quantize import quantize_int8
+    from .variants.record import gate_path, variant_path, write_record
+
+    if precision != "int8":
+        raise ExportError(f"unknown variant {precision!r}; vesselseg builds int8")
+    out = variant_path(report.onnx, precision)
+    shipped = variant_path(report.shipped, precision) if report.shipped else None
+    try:
+        sets = gates.training_sets(config.data_root) if config.data_root else None
+        gates.drive_test(config.data_root) if config.data_root else None
+    except FileNotFoundError as exc:
+        sets, missing = None, str(exc)
+    else:
+        missing = "no --data folder given"
+    if sets is None:
+        _remove_variant(shipped)
+        return f"skipped: {missing}; `--precision auto` runs float32"
+    say(f"building the {precision} variant (calibration on every 4th training image)")
+    tmp = out.with_name(f".check-{out.name}")
+    quantize_int8(report.onnx, tmp, gates.calibration_inputs(sets, report.info.preprocessing))
+    with tempfile.TemporaryDirectory(prefix="vesselseg-gate-") as work:
+        record = gates.run_gate(report.onnx, tmp, precision, Path(config.data_root), Path(work), say=say)
+    report.gates[precision] = record
+    if not record["passed"]:
+        tmp.unlink(missing_ok=True)
+        _remove_variant(out)
+        _remove_variant(shipped)
+        return f"not shipped: the gate failed ({_gate_line(record)})"
+    os.replace(tmp, out)
+    write_record(out, record)
+    if shipped is not None:
+        _copy_atomic(out, shipped)
+        _copy_atomic(gate_path(out), gate_path(shipped))
+    return f"built {out.name}: {_gate_line(record)}"
+
+
+def _remove_variant(path: Path | None) -> None:
+    from .variants.record import gate_path
+
+    if path is not None:
+        path.unlink(missing_ok=True)
+        gate_path(path).unlink(missing_ok=True)
+
+
+def _gate_line(record: dict) -> str:
+    parts = [f"{name} min Dice {d['min_dice']:.4f}" for name, d in record["datasets"].items()]
+    precision = record["precision"]
+    parts.append(f"DRIVE test F1 {record['f1'][precision]:.4f} vs float32 {record['f1']['fp32']:.4f}")
+    ms = record["ms_per_batch"]
+    parts.append(f"{ms['fp32']:.0f} -> {ms[precision]:.0f} ms per batch of {record.get('batch', 'tiles')}")
+    return "; ".join(parts)
 
 
 def _real_tiles(drive_root: Path | None, pre: Preprocessing, tile: int) -> tuple[np.ndarray | None, str]:

@@ -2,7 +2,7 @@
 
 ::
 
-    items --> reader threads (decode, FOV, prepare)       --[queue of `workers`]-->
+    items --> reader threads (decode, FOV, prepare, FOV box) --[queue of `workers`]-->
           --> one batcher thread (tiles of several images per engine batch, blending)
                                                             --[queue of `workers`]-->
           --> writer threads (resize back, threshold, metrics, encode, atomic writes, CSV row)
@@ -223,6 +223,8 @@ class _Run:
         self.identifiers: ResultsWriter | None = identifiers  # identifiers.csv, with --keep-identifiers
         self.threshold = config.threshold if config.threshold is not None else float(engine.info.threshold)
         self.spec = config.tile_spec(engine.info.tile_multiple, engine.info.fixed_tile)
+        # Crop to the FOV's box on the model's pooling grid; a fixed-tile engine pads anyway.
+        self._align = max(1, engine.info.tile_multiple)
         self.prepared: queue.Queue = queue.Queue(maxsize=config.workers)
         self.predicted: queue.Queue = queue.Queue(maxsize=config.workers)
         self.items: queue.SimpleQueue = queue.SimpleQueue()
@@ -274,7 +276,7 @@ class _Run:
                     item = self.items.get_nowait()
                 except queue.Empty:
                     break
-                job = load_one(item, self.plan.partners[item.path], pre, self.config)
+                job = load_one(item, self.plan.partners[item.path], pre, self.config, self._align)
                 if isinstance(job, ImageResult):
                     self._record(job)
                     continue
@@ -342,11 +344,15 @@ class FatalWriteError(Exception):
     """No other image could be written either (a full or read-only disk): the run stops."""
 
 
-def load_one(item: Item, partners: Partners, pre: Preprocessing, config: SegmentConfig) -> Job | ImageResult:
-    """Stage 1 for one image: its ``Job``, or its ``error`` row when it cannot be read."""
+def load_one(item: Item, partners: Partners, pre: Preprocessing, config: SegmentConfig,
+             align: int = 8) -> Job | ImageResult:
+    """Stage 1 for one image: its ``Job``, or its ``error`` row when it cannot be read.
+
+    ``align``: the engine's tile multiple (``stages.load`` aligns the FOV box to it).
+    """
     started = time.perf_counter()
     try:
-        job = load(item, partners, pre, config.max_pixels)
+        job = load(item, partners, pre, config.max_pixels, align)
     except StageError as exc:
         return error_result(item, str(exc), started)
     except Exception as exc:  # noqa: BLE001 - one image must not stop the run

@@ -95,6 +95,23 @@ def network_input(rgb: np.ndarray, fov: np.ndarray, pre: Preprocessing) -> np.nd
     return out[None]
 
 
+def fov_box(fov: np.ndarray, align: int = 1) -> tuple[int, int, int, int]:
+    """``(top, left, height, width)`` of the smallest box holding every FOV pixel of ``(H, W) bool``.
+
+    ``top`` and ``left`` are rounded down to multiples of ``align``: a U-Net with three 2x2
+    poolings is not shift-invariant, and a box starting off its 8-pixel grid moved the masks of
+    DRIVE images by up to 3% of Dice, where an aligned box leaves them as they were. The whole
+    image when the FOV is empty. Nothing outside this box can be called a vessel, so the
+    network need not see it (a DRIVE image's FOV box is about 540x540 of its 565x584).
+    """
+    rows = np.flatnonzero(fov.any(axis=1))
+    cols = np.flatnonzero(fov.any(axis=0))
+    if rows.size == 0:
+        return 0, 0, fov.shape[0], fov.shape[1]
+    top, left = int(rows[0]) // align * align, int(cols[0]) // align * align
+    return top, left, int(rows[-1]) + 1 - top, int(cols[-1]) + 1 - left
+
+
 def prepare(rgb: np.ndarray, fov: np.ndarray, pre: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
     """Bring an original-size image to model scale and make its network input.
 

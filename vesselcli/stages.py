@@ -29,7 +29,7 @@ from .fov import detect_fov
 from .imageio import ImageReadError, encode_jpeg, encode_png, read_image, read_mask, write_atomic
 from .io.dicom import read_frame
 from .overlay import overlay
-from .preprocess import Preprocessing, prepare, resize_image
+from .preprocess import Preprocessing, fov_box, prepare, resize_image
 from .report import GT_COLUMNS, ImageResult
 
 
@@ -42,8 +42,10 @@ class Job:
     """One image on its way through the pipeline.
 
     ``rgb``: ``(H, W, 3) uint8`` (only the overlay needs it); ``fov`` and ``truth``: ``(H, W) bool``; ``network_input``:
-    ``(1, h, w) float32`` at model scale (dropped once tiled); ``probability``: ``(H, W)
-    float32`` once predicted; ``started``: ``time.perf_counter()`` when reading began.
+    ``(1, bh, bw) float32`` at model scale, cropped to the FOV's box (dropped once tiled);
+    ``box``: that box ``(top, left, bh, bw)`` inside the ``model_shape`` ``(h, w)`` image at model
+    scale; ``probability``: ``(H, W) float32`` once predicted; ``started``:
+    ``time.perf_counter()`` when reading began.
     ``laterality`` (``L``/``R``) and ``pixel_size_um`` come from a DICOM input's header (None
     otherwise) and travel with the image to every later stage; ``identifiers`` (patient name,
     ID, birth date, accession number, study/series/instance UIDs) likewise, written out only
@@ -56,6 +58,8 @@ class Job:
     fov: np.ndarray
     truth: np.ndarray | None
     network_input: np.ndarray | None
+    box: tuple[int, int, int, int] = (0, 0, 0, 0)
+    model_shape: tuple[int, int] = (0, 0)
     probability: np.ndarray | None = None
     laterality: str | None = None
     pixel_size_um: float | None = None
@@ -88,8 +92,11 @@ def _read_partner(path: Path, shape: tuple[int, int], what: str, max_pixels: int
     return mask
 
 
-def load(item: Item, partners: Partners, pre: Preprocessing, max_pixels: int) -> Job:
-    """Read and prepare one image; ``StageError`` when it cannot be."""
+def load(item: Item, partners: Partners, pre: Preprocessing, max_pixels: int, align: int = 8) -> Job:
+    """Read and prepare one image; ``StageError`` when it cannot be.
+
+    ``align``: the model's tile multiple; the FOV's box starts on that grid (see ``fov_box``).
+    """
     started = time.perf_counter()
     if partners.error:
         raise StageError(partners.error)
@@ -105,25 +112,41 @@ def load(item: Item, partners: Partners, pre: Preprocessing, max_pixels: int) ->
     shape = rgb.shape[:2]
     truth = _read_partner(partners.truth, shape, "annotation", max_pixels) if partners.truth else None
     fov = _read_partner(partners.fov, shape, "FOV mask", max_pixels) if partners.fov else detect_fov(rgb)
-    network_input, _ = prepare(rgb, fov, pre)
+    network_input, small_fov = prepare(rgb, fov, pre)
     if not network_input.any():
         # One flat value everywhere (a black frame, a failed capture): the network would see an
         # all-zero input, on which it calls almost everything a vessel.
         raise StageError(f"the image is blank (one flat {pre.channel} level inside its field of view); "
                          "there is nothing to segment: check the capture")
-    return Job(item, started, rgb, fov, truth, network_input, None, laterality, pixel_size_um, identifiers)
+    # Only the FOV's box goes through the network: outside it nothing is a vessel, and the input
+    # there is zero, as the network's own zero padding is.
+    top, left, bh, bw = box = fov_box(small_fov, align)
+    cropped = np.ascontiguousarray(network_input[:, top : top + bh, left : left + bw])
+    return Job(item, started, rgb, fov, truth, cropped, box=box, model_shape=small_fov.shape,
+               laterality=laterality, pixel_size_um=pixel_size_um, identifiers=identifiers)
+
+
+def uncrop(box_probability: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
+    """``(bh, bw)`` probability of the FOV's box -> ``(h, w) float32`` at model scale, 0 outside the box."""
+    top, left, bh, bw = box
+    if (top, left, bh, bw) == (0, 0, *shape):
+        return box_probability.astype(np.float32, copy=False)
+    full = np.zeros(shape, dtype=np.float32)
+    full[top : top + bh, left : left + bw] = box_probability
+    return full
 
 
 def finish(job: Job, model_probability: np.ndarray, threshold: float,
            pixel_size_um: float | None = None) -> tuple[np.ndarray, ImageResult]:
-    """Probability at model scale ``(h, w) float32`` -> (mask ``(H, W) bool``, result row).
+    """Probability of the FOV's box at model scale ``(bh, bw) float32`` -> (mask ``(H, W) bool``, result row).
 
     ``pixel_size_um``: micrometres per pixel of this image (from its metadata, else
     ``--pixel-size``), for the morphology figures in mm and um; None leaves them empty.
     Also stores the original-size probability in ``job.probability``.
     """
     height, width = job.fov.shape
-    probability = np.clip(resize_image(model_probability.astype(np.float32), (height, width)), 0.0, 1.0)
+    model_probability = uncrop(model_probability, job.box, job.model_shape)
+    probability = np.clip(resize_image(model_probability, (height, width)), 0.0, 1.0)
     job.probability = probability
     mask = (probability >= threshold) & job.fov
     figures = None

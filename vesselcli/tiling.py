@@ -7,7 +7,10 @@ every backend shares one stitcher and the tests can use an identity-like predict
 - ``tile_origins``: start offsets along one axis, spread evenly so neighbours overlap by at
   least the requested amount; an axis no longer than a tile gets one tile at 0.
 - Images smaller than a tile are padded with zeros (the network input's value outside the
-  field of view) at the bottom and right, and the output is cropped back.
+  field of view) at the bottom and right, and the output is cropped back. With
+  ``TileSpec.multiple`` set, an image no larger than a tile either way is predicted whole,
+  padded only up to that multiple (a 565x584 DRIVE image runs as 568x584, not as a 592x592
+  square that holds 6% more pixels); consecutive tiles of one shape share a batch.
 - Blending: each tile's output is weighted by a Gaussian (sigma = tile / 8) or a constant
   and the weighted sum is divided by the summed weights, in float64, so seams vanish and an
   identity predictor reconstructs its input exactly.
@@ -32,12 +35,18 @@ BLEND_MODES = ("gaussian", "constant")
 
 @dataclass(frozen=True)
 class TileSpec:
-    """Tile side ``size`` (pixels), minimum ``overlap`` between neighbours, tiles per ``batch``."""
+    """Tile side ``size`` (pixels), minimum ``overlap`` between neighbours, tiles per ``batch``.
+
+    ``multiple``: 0 cuts every image into square ``size`` tiles (engines with one fixed input
+    size); above 0, an image no larger than ``size`` either way is one tile of its own size
+    rounded up to ``multiple`` (engines that take any multiple of it).
+    """
 
     size: int
     overlap: int
     batch: int
     blend: str = "gaussian"
+    multiple: int = 0
 
     def __post_init__(self) -> None:
         if self.size < 1:
@@ -48,6 +57,8 @@ class TileSpec:
             raise ValueError(f"batch size must be at least 1, got {self.batch}")
         if self.blend not in BLEND_MODES:
             raise ValueError(f"blend must be one of {', '.join(BLEND_MODES)}, got {self.blend!r}")
+        if self.multiple < 0:
+            raise ValueError(f"tile multiple must be 0 (square tiles only) or positive, got {self.multiple}")
 
 
 def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
@@ -85,10 +96,31 @@ def padded_shape(shape: tuple[int, int], tile: int) -> tuple[int, int]:
     return max(shape[0], tile), max(shape[1], tile)
 
 
+def whole_shape(shape: tuple[int, int], spec: TileSpec) -> tuple[int, int] | None:
+    """The one tile an image of ``shape`` = (H, W) is predicted as, or None when it is tiled.
+
+    Set only when ``spec.multiple`` is and the image fits in a tile both ways: (H, W) rounded
+    up to the multiple.
+    """
+    if not spec.multiple or shape[0] > spec.size or shape[1] > spec.size:
+        return None
+    m = spec.multiple
+    return -(-shape[0] // m) * m, -(-shape[1] // m) * m
+
+
+def tile_shapes(shape: tuple[int, int], spec: TileSpec) -> list[tuple[int, int]]:
+    """(h, w) of every tile ``stream_tiled`` feeds the predictor for an image of ``shape``."""
+    whole = whole_shape(shape, spec)
+    if whole is not None:
+        return [whole]
+    h, w = padded_shape(shape, spec.size)
+    count = len(tile_origins(h, spec.size, spec.overlap)) * len(tile_origins(w, spec.size, spec.overlap))
+    return [(spec.size, spec.size)] * count
+
+
 def tile_count(shape: tuple[int, int], spec: TileSpec) -> int:
     """Number of tiles ``stream_tiled`` cuts from an image of ``shape`` = (H, W)."""
-    h, w = padded_shape(shape, spec.size)
-    return len(tile_origins(h, spec.size, spec.overlap)) * len(tile_origins(w, spec.size, spec.overlap))
+    return len(tile_shapes(shape, spec))
 
 
 @dataclass
@@ -99,21 +131,27 @@ class _Canvas(Generic[K]):
     image: np.ndarray  # (C, Hp, Wp) float32, zero-padded
     shape: tuple[int, int]  # (H, W) before padding
     origins: list[tuple[int, int]]
+    tile: tuple[int, int]  # (h, w) of each of its tiles
     remaining: int = 0
-    total: np.ndarray | None = None  # (K, Hp, Wp) float64 weighted sum
-    weight: np.ndarray | None = None  # (Hp, Wp) float64 summed weights
+    total: np.ndarray | None = None  # (K, Hp, Wp) float64 weighted sum (the output itself for one tile)
+    weight: np.ndarray | None = None  # (Hp, Wp) float64 summed weights (None for one tile)
     error: Exception | None = None
 
 
-def _canvas(key: K, image: np.ndarray, tile: int, overlap: int) -> _Canvas[K]:
+def _canvas(key: K, image: np.ndarray, spec: TileSpec) -> _Canvas[K]:
     if image.ndim != 3:
         raise ValueError(f"stream_tiled expects (C, H, W) images, got shape {image.shape}")
     _, h, w = image.shape
-    ph, pw = padded_shape((h, w), tile)
+    tile, overlap = spec.size, spec.overlap
+    whole = whole_shape((h, w), spec)
+    ph, pw = whole or padded_shape((h, w), tile)
     if (ph, pw) != (h, w):
         image = np.pad(image, ((0, 0), (0, ph - h), (0, pw - w)))
-    origins = [(y, x) for y in tile_origins(ph, tile, overlap) for x in tile_origins(pw, tile, overlap)]
-    return _Canvas(key, np.ascontiguousarray(image, dtype=np.float32), (h, w), origins, remaining=len(origins))
+    if whole is not None:
+        origins, shape = [(0, 0)], whole
+    else:
+        origins, shape = [(y, x) for y in tile_origins(ph, tile, overlap) for x in tile_origins(pw, tile, overlap)], (tile, tile)
+    return _Canvas(key, np.ascontiguousarray(image, dtype=np.float32), (h, w), origins, shape, remaining=len(origins))
 
 
 def stream_tiled(
@@ -126,8 +164,7 @@ def stream_tiled(
     predictor raised (or returned a wrong shape) on a batch holding one of its tiles: every
     image in that batch fails, the others go on.
     """
-    tile = spec.size
-    weights = blend_weights(tile, spec.blend)
+    weights = blend_weights(spec.size, spec.blend)
     open_canvases: deque[_Canvas[K]] = deque()
     pending: list[tuple[_Canvas[K], tuple[int, int]]] = []
 
@@ -136,25 +173,31 @@ def stream_tiled(
         pending.clear()
         if not live:
             return
-        batch = np.stack([c.image[:, y : y + tile, x : x + tile] for c, (y, x) in live])
+        th, tw = live[0][0].tile
+        batch = np.stack([c.image[:, y : y + th, x : x + tw] for c, (y, x) in live])
         try:
             out = np.asarray(predictor(batch))
-            if out.ndim != 4 or out.shape[0] != len(live) or out.shape[2:] != (tile, tile):
+            if out.ndim != 4 or out.shape[0] != len(live) or out.shape[2:] != (th, tw):
                 raise ValueError(
                     f"predictor returned shape {out.shape} for a batch of shape {batch.shape}; "
-                    f"expected ({len(live)}, K, {tile}, {tile})"
+                    f"expected ({len(live)}, K, {th}, {tw})"
                 )
         except Exception as exc:  # noqa: BLE001 - reported per image by the caller
             for c, _ in live:
                 c.error = exc
             return
         for (c, (y, x)), tile_out in zip(live, out):
+            if len(c.origins) == 1:
+                # One tile covers the image: its output is the answer, no blending to do.
+                c.total = tile_out  # weight stays None: nothing to divide
+                c.remaining -= 1
+                continue
             if c.total is None:
                 hp, wp = c.image.shape[1:]
                 c.total = np.zeros((tile_out.shape[0], hp, wp), dtype=np.float64)
                 c.weight = np.zeros((hp, wp), dtype=np.float64)
-            c.total[:, y : y + tile, x : x + tile] += weights * tile_out
-            c.weight[y : y + tile, x : x + tile] += weights
+            c.total[:, y : y + th, x : x + tw] += weights * tile_out
+            c.weight[y : y + th, x : x + tw] += weights
             c.remaining -= 1
 
     def finished() -> Iterator[tuple[K, np.ndarray | None, Exception | None]]:
@@ -164,12 +207,16 @@ def stream_tiled(
                 yield c.key, None, c.error
                 continue
             h, w = c.shape
-            out = (c.total / c.weight)[:, :h, :w].astype(np.float32)
+            blended = c.total if c.weight is None else c.total / c.weight
+            out = np.ascontiguousarray(blended[:, :h, :w], dtype=np.float32)
             yield c.key, out, None
 
     for key, image in images:
-        canvas = _canvas(key, image, tile, spec.overlap)
+        canvas = _canvas(key, image, spec)
         open_canvases.append(canvas)
+        if pending and pending[0][0].tile != canvas.tile:
+            run()  # a batch holds tiles of one shape
+            yield from finished()
         for origin in canvas.origins:
             if canvas.error is not None:
                 break

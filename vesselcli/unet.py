@@ -10,6 +10,8 @@ convolution gives one vessel logit per pixel.
 centre-cropped skips; ``forward`` pads the input by the network's margin (reflection) so the
 output has the input's size. ``padding="same"`` pads every convolution. Either way
 ``forward`` maps ``(N, C, H, W) float32`` to ``(N, 1, H, W)`` logits for any H and W.
+``core`` is the network without that padding: a valid network's output is then smaller than
+its input (324x324 for a 512x512 input at depth 4), as the report ran it.
 """
 from __future__ import annotations
 
@@ -134,6 +136,15 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         x, _ = self._padded_input(x)
+        return self.core(x)[..., :height, :width]
+
+    def core(self, x: torch.Tensor) -> torch.Tensor:
+        """The layers alone, no input padding: ``(N, C, H, W)`` -> ``(N, 1, h, w)`` logits.
+
+        'same' networks need H and W divisible by ``2**depth`` (then h, w = H, W); valid
+        networks give a smaller centred output (pooling floors odd sizes, skips are
+        centre-cropped to match).
+        """
         skips = []
         for block in self.down:
             x = block(x)
@@ -145,7 +156,7 @@ class UNet(nn.Module):
             if skip.shape[-2:] != x.shape[-2:]:
                 skip = _centre_crop(skip, x.shape[-2], x.shape[-1])
             x = conv(torch.cat([skip, x], dim=1))
-        return self.head(x)[..., :height, :width]
+        return self.head(x)
 
 
 def count_parameters(model: nn.Module) -> int:

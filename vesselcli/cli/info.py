@@ -84,7 +84,9 @@ def _figures(values: Any) -> str:
               help="An .onnx model, a .plan TensorRT engine or a .pt checkpoint. Default: the shipped model.")
 @click.option("--engine", type=click.Choice(["auto", "onnxruntime", "tensorrt", "torch"]), default="auto", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def info(model: Path | None, engine: str, device: str) -> None:
+@click.option("--precision", type=click.Choice(["auto", "fp32", "int8"]), default="auto", show_default=True,
+              help="fp32, int8, or auto: the fastest variant that passed its parity gate.")
+def info(model: Path | None, engine: str, device: str, precision: str) -> None:
     """Show the version, the model, the engines installed and which one is used here, and why."""
     from ..engines import EngineUnavailable, ModelError, choose_engine
     from ..engines.diagnose import diagnose, gather
@@ -103,19 +105,20 @@ def info(model: Path | None, engine: str, device: str) -> None:
     console.print(backends)
     _print_findings(console, diagnose(facts))
     try:
-        selection = choose_engine(model, engine, device)
+        selection = choose_engine(model, engine, device, precision=precision)
     except (ModelError, EngineUnavailable) as exc:
         Console(stderr=True, soft_wrap=True, highlight=False).print(f"[red]error:[/red] {escape(str(exc))}")
         raise SystemExit(2) from None
     chosen = selection.engine
-    table = Table(title=f"--engine {engine} --device {device}: what was considered, in order", box=box.SIMPLE, title_justify="left")
+    table = Table(title=f"--engine {engine} --device {device} --precision {precision}: what was considered, in order", box=box.SIMPLE, title_justify="left")
     for column in ("outcome", "engine", "device", "why"):
         table.add_column(column)
     for attempt in selection.attempts:
         style = "green" if attempt.outcome == "chosen" else "dim"
         table.add_row(f"[{style}]{attempt.outcome}[/{style}]", attempt.engine, attempt.device, escape(attempt.reason))
     console.print(table)
-    console.print(f"uses: [bold]{chosen.name}[/bold] on [bold]{chosen.device}[/bold] ({escape(str(getattr(chosen, 'path', '')))})")
+    console.print(f"uses: [bold]{chosen.name}[/bold] on [bold]{chosen.device}[/bold], "
+                  f"[bold]{getattr(chosen, 'precision', 'fp32')}[/bold] ({escape(str(getattr(chosen, 'path', '')))})")
     meta = chosen.info.metadata
     model_table = Table(title="Model", box=box.SIMPLE, show_header=False, title_justify="left")
     model_table.add_column("field", style="bold")

@@ -40,6 +40,7 @@ from ..run.parts import PartPaths
 from ..run.ray_data import RayOptions
 from ..run.shards import Shard, ShardError, parse_shard
 from ..runrecord import SettingsMismatchError
+from ..variants.record import PRECISIONS
 from .params import name_pattern
 
 
@@ -120,6 +121,8 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
               help="ONNX model, TensorRT engine or training checkpoint. Default: the shipped model.")
 @click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True, help="Inference backend.")
 @click.option("--device", default="auto", show_default=True, callback=_check_device, help="auto, cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help="fp32, int8 (the gated INT8 variant, ONNX Runtime on the CPU), or auto: the fastest that passed its gate.")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), metavar="T",
               help="Vessel where probability >= T. Default: the model's own.")
 @click.option("--workers", type=click.IntRange(1, 64), default=DEFAULT_WORKERS, show_default=True,
@@ -154,7 +157,7 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
               help="With --ray: engine actors (default: one per GPU, else one per node).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary; errors still go to stderr.")
 def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: Path | None, gt_pattern: str | None,
-            model: Path | None, engine: str, device: str, threshold: float | None, workers: int, batch_size: int,
+            model: Path | None, engine: str, device: str, precision: str, threshold: float | None, workers: int, batch_size: int,
             tile_size: int, tile_overlap: int, tta: bool, save_probabilities: bool, no_overlays: bool,
             overwrite: bool, max_pixels: int, pixel_size_um: float | None, dicom_seg: bool,
             keep_identifiers: bool, shard: Shard | None, ray_address: str | None, ray_actors: int | None,
@@ -194,9 +197,9 @@ def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: P
             raise click.UsageError(str(exc)) from None
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     options = _plain(click.get_current_context().params)
-    ray = None if ray_address is None else RayOptions(ray_address, ray_actors, model, engine, device)
+    ray = None if ray_address is None else RayOptions(ray_address, ray_actors, model, engine, device, precision)
     try:
-        code = _segment(config, model, engine, device, err, quiet, options, ray)
+        code = _segment(config, model, engine, device, precision, err, quiet, options, ray)
     except KeyboardInterrupt:  # Ctrl-C while finding images or loading the model: nothing written yet
         err.print("interrupted before any image was segmented", markup=False)
         code = 128 + signal.SIGINT
@@ -214,8 +217,8 @@ def _plain(value: object) -> object:
     return value
 
 
-def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str, err: Console, quiet: bool,
-             options: dict, ray: RayOptions | None = None) -> int:
+def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str, precision: str, err: Console,
+             quiet: bool, options: dict, ray: RayOptions | None = None) -> int:
     """Plan, open the engine, run; returns the exit code (usage errors raise click exceptions).
 
     With ``ray`` the engine opened here (on the CPU) only describes the model (and its
@@ -229,7 +232,8 @@ def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str
         from ..engines import choose_engine
 
         # with --ray the driver only reads the model's description: the actors choose their own engine
-        selection = choose_engine(model, engine, device) if ray is None else choose_engine(model, "auto", "cpu")
+        selection = (choose_engine(model, engine, device, precision=precision) if ray is None
+                     else choose_engine(model, "auto", "cpu", precision=precision))
     except ModelError as exc:
         raise click.UsageError(f"cannot use the model: {exc}") from None
     the_engine = selection.engine
@@ -271,7 +275,8 @@ def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, q
                   f"({names}{more}); their figure columns stay empty", markup=False)
     if not quiet:
         threshold = config.threshold if config.threshold is not None else engine.info.threshold
-        where = f"Ray ({ray.address})" if ray is not None else f"{engine.name} on {engine.device}"
+        where = (f"Ray ({ray.address})" if ray is not None
+                 else f"{engine.name} on {engine.device} ({getattr(engine, 'precision', 'fp32')})")
         which = f", shard {config.shard}" if config.shard is not None else ""
         err.print(f"{len(the_plan.items)} images{which}, {where}, threshold {threshold:.3f}", markup=False)
     stop = threading.Event()

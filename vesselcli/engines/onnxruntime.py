@@ -131,6 +131,7 @@ class OnnxRuntimeEngine:
         self.device = device
         self.path = path
         self.info: ModelInfo = info_from_metadata(self._session.get_modelmeta().custom_metadata_map, str(path))
+        self.precision = str(self.info.metadata.get("precision", "fp32"))  # "int8" for a quantized variant
         self._input = self._session.get_inputs()[0].name
         self._output = self._session.get_outputs()[0].name
 

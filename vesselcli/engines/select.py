@@ -3,7 +3,8 @@
 
 ``--engine auto`` order (issue 5): a TensorRT engine built from this ONNX model for this GPU
 and TensorRT version, else ONNX Runtime with the CUDA provider, else PyTorch on CUDA (needs a
-checkpoint: the shipped ``default.pt`` for the default model), else ONNX Runtime on the CPU.
+checkpoint: the shipped ``default.pt`` for the default model), else ONNX Runtime on the CPU
+(with the variant ``--precision`` picks: ``vesselcli.variants.record.choose``).
 A ``.pt`` checkpoint runs with PyTorch (CUDA, else CPU); a ``.plan`` engine with TensorRT,
 falling back to the ONNX model it was built from when it does not fit this machine.
 
@@ -108,9 +109,11 @@ def _resolve(model: Path | str | None) -> tuple[Path, Path | None]:
     return path, None
 
 
-def _candidates(path: Path, checkpoint: Path | None, device: str) -> list[_Candidate | Attempt]:
+def _candidates(path: Path, checkpoint: Path | None, device: str, precision: str = "auto") -> list[_Candidate | Attempt]:
     """Backends in the order ``auto`` tries them; an ``Attempt`` marks one that cannot apply."""
     kind = model_kind(path)
+    if precision == "int8":
+        return _int8_candidates(path, kind, device)
     gpu = device.startswith("cuda") or (device == "auto" and nvidia_gpu_present())
     cuda = device if device.startswith("cuda") else "cuda:0"
     out: list[_Candidate | Attempt] = []
@@ -142,8 +145,27 @@ def _candidates(path: Path, checkpoint: Path | None, device: str) -> list[_Candi
         else:
             out.append(Attempt("torch", cuda, str(path), "skipped", "needs a .pt checkpoint (given an ONNX model)"))
     if not device.startswith("cuda"):
-        out.append(_Candidate("onnxruntime", "cpu", path, f"CPU with {_cores()} threads and full graph optimisation"))
+        out.append(_cpu_candidate(path, precision))
     return out
+
+
+def _cpu_candidate(path: Path, precision: str) -> _Candidate:
+    """ONNX Runtime on the CPU with the variant ``--precision`` picks (``vesselcli.variants``)."""
+    from ..variants.record import choose
+
+    choice = choose(path, "fp32" if precision in ("fp16", "bf16") else precision)
+    return _Candidate("onnxruntime", "cpu", choice.path, f"CPU with {_cores()} threads and full graph optimisation; {choice.why}")
+
+
+def _int8_candidates(path: Path, kind: str, device: str) -> list[_Candidate | Attempt]:
+    """``--precision int8``: the gated INT8 variant of an ONNX model, on the CPU only."""
+    if kind != "onnx":
+        raise ModelError(f"--precision int8 needs an .onnx model with its gated INT8 variant, got {path}; "
+                         "use the shipped model or `vesselseg export` your checkpoint")
+    if device.startswith("cuda"):
+        raise ModelError(f"--precision int8 runs on the CPU (ONNX Runtime with VNNI), not on {device}; "
+                         "use --device cpu or --precision fp32")
+    return [_cpu_candidate(path, "int8")]
 
 
 def _cores() -> int:
@@ -172,7 +194,7 @@ def _open(candidate: _Candidate, precision: str, threads: int | None) -> Engine:
     if candidate.engine == "torch":
         from .torch import TorchEngine
 
-        return TorchEngine(candidate.path, candidate.device, precision, threads)
+        return TorchEngine(candidate.path, candidate.device, "fp32" if precision == "auto" else precision, threads)
     from .tensorrt import TensorRTEngine
 
     return TensorRTEngine(candidate.path, candidate.device)
@@ -183,13 +205,15 @@ def choose_engine(
     engine: str = "auto",
     device: str = "auto",
     *,
-    precision: str = "fp32",
+    precision: str = "auto",
     threads: int | None = None,
 ) -> Selection:
     """Open the first backend that works for ``model`` (None: the shipped default) and say why.
 
     ``engine``: 'auto' or one backend (then no fallback to others); ``device``: 'auto', 'cpu',
-    'cuda' or 'cuda:N'. Raises ``ModelError`` for a missing or unreadable model or a backend
+    'cuda' or 'cuda:N'; ``precision``: 'auto' (the fastest variant that passed its gate, see
+    ``vesselcli.variants``), 'fp32', 'int8' (ONNX Runtime on the CPU), or for PyTorch on CUDA
+    'fp16' / 'bf16'. Raises ``ModelError`` for a missing or unreadable model or a backend
     that cannot run it, ``EngineUnavailable`` when no backend can run here.
     """
     if engine not in ENGINES:
@@ -199,7 +223,7 @@ def choose_engine(
     if engine == "torch" and model is None:
         model = shipped_model(".pt")
     path, checkpoint = _resolve(model)
-    plan = [c for c in _candidates(path, checkpoint, device) if engine in ("auto", c.engine)]
+    plan = [c for c in _candidates(path, checkpoint, device, precision) if engine in ("auto", c.engine)]
     if not plan:
         raise ModelError(_mismatch_message(engine, path, device))
     attempts: list[Attempt] = []
@@ -271,7 +295,7 @@ def open_engine(
     engine: str = "auto",
     device: str = "auto",
     *,
-    precision: str = "fp32",
+    precision: str = "auto",
     threads: int | None = None,
 ) -> Engine:
     """The engine ``choose_engine`` picks; see there."""

@@ -60,7 +60,7 @@ class RayOptions:
     """``address``: ``local`` (start Ray here), ``auto`` (join the running cluster) or an address.
 
     ``actors``: engine actors (None: one per GPU, else one per node); ``model``, ``engine``,
-    ``device``: what each actor opens (as ``open_engine``). ``hook``: a picklable callable the
+    ``device``, ``precision``: what each actor opens (as ``open_engine``). ``hook``: a picklable callable the
     actor calls with the names of each batch before inferring it (tests kill a worker there).
     """
 
@@ -69,6 +69,7 @@ class RayOptions:
     model: Path | None = None
     engine: str = "auto"
     device: str = "auto"
+    precision: str = "auto"
     hook: Callable[[list[str]], None] | None = None
 
 
@@ -106,7 +107,7 @@ def load_images(batch: Mapping[str, np.ndarray], config: SegmentConfig, info: Mo
     out = []
     for blob in batch["payload"]:
         item, partners = pickle.loads(blob)
-        out.append(_pack(load_one(item, partners, info.preprocessing, config)))
+        out.append(_pack(load_one(item, partners, info.preprocessing, config, max(1, info.tile_multiple))))
     return _column(out)
 
 
@@ -116,7 +117,7 @@ class Segmenter:
     def __init__(self, options: RayOptions, tta: bool, spec: TileSpec) -> None:
         from ..engines import open_engine
 
-        self.engine = open_engine(options.model, options.engine, options.device)
+        self.engine = open_engine(options.model, options.engine, options.device, precision=options.precision)
         self.predict = predictor(self.engine, tta)
         self.spec = spec
         self.hook = options.hook
