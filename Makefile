@@ -30,7 +30,7 @@ $(VENV)/.base: $(PY) pyproject.toml
 
 $(VENV)/.dev: $(VENV)/.base
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[cpu,export,test,dicom]"
+	$(PIP) install -q -e ".[cpu,export,test,dicom,ray]"
 	touch $@
 
 install: $(VENV)/.base

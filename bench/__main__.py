@@ -30,10 +30,11 @@ from .commands import Shown, relative_to_repo
 from .machine import machine_info
 from .measure import Measurement, RunFailed, measure, run_once
 from .report import DEFAULT_ENGINE, FLOOR_SUBJECT, OURS_PREFIX, REPORT_SUBJECT, Results, render, write_csv
+from .scaleout import measure_scaleout
 from .workloads import FRAME_SIZES, count_set, drive_images, size_set
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("accuracy", "speed", "stages", "cost", "counts", "sizes", "analysis")
+SECTIONS = ("accuracy", "speed", "stages", "cost", "counts", "sizes", "analysis", "scaleout")
 PY = sys.executable
 
 
@@ -72,12 +73,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--sizes", type=_sizes, default=list(FRAME_SIZES), help="WIDTHxHEIGHT list for size scaling (default 565x584,999x960,1752x1168,3504x2336)")
     p.add_argument("--size-images", type=int, default=20, help="images per size (default 20)")
     p.add_argument("--scaling-repeats", type=int, default=1, help="runs per scaling configuration (default 1)")
+    p.add_argument("--scaleout-images", type=int, default=200, help="DRIVE images through one process and --ray local (default 200)")
     p.add_argument("--skip", default="", help=f"comma-separated sections to leave out: {', '.join(SECTIONS)}")
     p.add_argument("--scratch", type=Path, default=Path("/tmp/vesselseg-bench"), help="work folder for image sets and outputs")
     p.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md", help="Markdown report (default BENCHMARKS.md)")
     p.add_argument("--csv", type=Path, default=REPO / "bench" / "results.csv", help="tidy CSV of every figure (default bench/results.csv)")
     p.add_argument("--chart", type=Path, default=REPO / "bench" / "benchmarks.png", help="PNG chart (default bench/benchmarks.png)")
-    p.add_argument("--quick", action="store_true", help="1 image per set, 1 run, the largest size only: proves the command works in under a minute")
+    p.add_argument("--quick", action="store_true", help="1 image per set, 1 run, the largest size only, no scale-out (Ray's start-up alone takes longer): proves the command works in under a minute")
     args = p.parse_args(argv)
     args.skip = {s for s in args.skip.split(",") if s}
     unknown = args.skip - set(SECTIONS)
@@ -87,7 +89,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.images, args.repeats, args.scaling_repeats, args.size_images = 1, 1, 1, 1
         args.counts = [1, 2]
         args.sizes = args.sizes[-1:]
-    for name in ("images", "repeats", "size_images", "scaling_repeats"):
+        args.skip.add("scaleout")
+    for name in ("images", "repeats", "size_images", "scaling_repeats", "scaleout_images"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
@@ -210,6 +213,15 @@ def run(args: argparse.Namespace, command: str) -> Results:
     if "analysis" not in args.skip:
         log("analysis: morphology cost, report.html of a big run")
         results.analysis = analysis(args, sources, results, engines[0], shown)
+    if "scaleout" not in args.skip:
+        if importlib.util.find_spec("ray") is None:
+            log("scale-out: Ray is not installed (pip install 'vesselseg[ray]'), not measured")
+            results.notes.append("Scale-out was not measured: Ray is not installed (`pip install 'vesselseg[ray]'`).")
+        else:
+            log(f"scale-out: {args.scaleout_images} images, one process and --ray local")
+            folder = count_set(sources, args.scaleout_images, args.scratch)
+            results.scaleout = measure_scaleout(folder, args.scaleout_images, args.scratch, args.scaling_repeats, REPO,
+                                                args.model)
     results.notes += [
         "The report's path runs randomly initialised weights (seed 0): a network's time does not depend on its weights, "
         "and the report's trained weights are not available here. Its accuracy figures are the report's own.",

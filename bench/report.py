@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .measure import Measurement
+from .scaleout import csv_rows as scaleout_rows, render_scaleout
 
 #: Subjects of the speed tables (also the CSV's ``subject`` column).
 REPORT_SUBJECT = "Report's path: 31M valid U-Net, eager PyTorch, 512x512, one image at a time"
@@ -64,6 +65,7 @@ class Results:
     speed: list[Measurement] = field(default_factory=list)  # headline, same DRIVE images
     counts: list[Measurement] = field(default_factory=list)
     sizes: list[Measurement] = field(default_factory=list)
+    scaleout: list[Measurement] = field(default_factory=list)  # one process vs --ray local
     cost: dict = field(default_factory=dict)
     stages: dict = field(default_factory=dict)
     stages_command: str = ""
@@ -424,6 +426,7 @@ def render(r: Results, chart_name: str | None) -> str:
         *cost_section(r),
         *scaling_section(r),
         *analysis_section(r),
+        *render_scaleout(r.scaleout, r.machine.get("cores")),
     ]
     if r.notes:
         lines += ["## Notes", "", *[f"- {n}" for n in r.notes], ""]
@@ -462,6 +465,7 @@ def csv_rows(r: Results) -> list[list[object]]:
         if "run_images" in a:
             rows.append(["analysis", "report.html", f"{a['run_images']}-image run", "build_s", round(a["run_report_s"], 2), "s"])
             rows.append(["analysis", "report.html", f"{a['run_images']}-image run", "size", round(a["run_report_mb"], 3), "MB"])
+    rows += scaleout_rows(r.scaleout)
     if r.cost:
         c = r.cost
         for precision, peak in c.get("peaks", {"fp32": c["peak_gflops"]}).items():

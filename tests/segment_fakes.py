@@ -61,3 +61,37 @@ def write_mask(path: Path, mask: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(mask.astype(np.uint8) * 255).save(path)
     return path
+
+
+class KillOnce:
+    """A Ray actor hook (``RayOptions.hook``): the first batch that reaches it kills its worker.
+
+    The worker process is killed with SIGKILL (as the kernel's out-of-memory killer or a lost
+    node would end it) once per ``marker`` file, which records the names the killed batch held.
+    """
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __call__(self, names: list[str]) -> None:
+        import os
+        import signal
+
+        try:
+            fd = os.open(self.marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        except FileExistsError:
+            return
+        os.write(fd, "\n".join(names).encode())
+        os.close(fd)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class RaiseOn:
+    """A Ray actor hook that raises (a bug in our own code, which Ray does not retry) on a batch holding ``name``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, names: list[str]) -> None:
+        if self.name in names:
+            raise RuntimeError(f"a fault injected into the batch holding {self.name}")

@@ -152,3 +152,18 @@ _MACHINE = {
     "date_utc": "2026-01-01 00:00 UTC", "cpu": "test CPU", "cores": 2, "memory_gib": 8.0, "os": "Linux", "commit": "abc",
     "python": "3.11", "torch": "2", "onnxruntime": "1", "numpy": "2", "opencv-python-headless": "4", "pillow": "10",
 }
+
+
+def test_scaleout_section_states_the_ray_ratio_and_the_million_image_plan() -> None:
+    from bench.scaleout import ONE_PROCESS, RAY_LOCAL, csv_rows, plan_figures
+
+    results = Results(command="python -m bench", machine=_MACHINE, quick=False)
+    results.scaleout = [_measurement(ONE_PROCESS, 100.0, images=200), _measurement(RAY_LOCAL, 120.0, images=200)]
+    figures = plan_figures(results.scaleout)
+    assert figures["ray_over_one_process"] == pytest.approx(1.2)
+    # 2 images/s per node: 1e6 / 2 / 86400 = 5.8 node-days, so 6 nodes for one day
+    assert figures["million_one_day_cpu_nodes"] == 6 and figures["million_cpu_node_days"] == pytest.approx(5.787, abs=1e-3)
+    text = render(results, None)
+    assert "| vesselseg segment --ray local | 200 | 1 | 120.0 | 1.67 | 1.20x |" in text
+    assert "**2.00 images/s**" in text and "**6 such nodes**" in text and "not measured (no GPU" in text
+    assert ["scaleout", "plan", "this machine", "ray_over_one_process", 1.2, ""] in csv_rows(results.scaleout)

@@ -119,3 +119,34 @@ def test_the_scale_rule_is_a_setting_of_the_run(tmp_path: Path) -> None:
     again = SegmentConfig(inputs=(tmp_path / "in",), out=tmp_path / "out", tile_size=64, tile_overlap=16)
     with pytest.raises(SettingsMismatchError, match="scale_rule"):
         pipeline.run(again, pipeline.plan(again), DarkIsVessel())
+
+
+def test_ray_actors_take_the_same_first_look_as_the_local_pipeline(tmp_path: Path) -> None:
+    """The Ray path's actor (called in-process here: no Ray needed) rescales like a local run."""
+    from PIL import Image
+
+    from vesselcli.discover import OutputPaths
+    from vesselcli.run import ray_data
+
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_stripes(200, 200, 12)).save(src / "thick.png")
+    engine = DarkIsVessel(fov_diameter=180.0)
+    cfg = SegmentConfig(inputs=(src,), out=tmp_path / "local", tile_size=64, tile_overlap=16, batch_size=1,
+                        scale_rule="calibre")
+    the_plan = pipeline.plan(cfg)
+    assert pipeline.run(cfg, the_plan, engine).done == 1
+    actor = object.__new__(ray_data.Segmenter)  # what __init__ sets, with the fake engine
+    actor.engine, actor.predict, actor.hook = engine, pipeline.predictor(engine, False), None
+    actor.spec, actor.threshold, actor.overlays = cfg.tile_spec(8), 0.5, True
+    job = pipeline.load_one(the_plan.items[0], the_plan.partners[the_plan.items[0].path], engine.info.preprocessing, cfg, 8)
+    assert job.first_look
+    first_factor_seen = job.factor
+    out = actor({"payload": np.array([ray_data._pack(job)], dtype=object)})
+    job, probability = ray_data._unpack(out["payload"][0])
+    assert job.factor < first_factor_seen  # rescaled, as the local run did
+    paths = OutputPaths(tmp_path / "ray")
+    (tmp_path / "ray" / "masks").mkdir(parents=True)
+    (tmp_path / "ray" / "overlays").mkdir()
+    assert pipeline.finish_one(job, probability, 0.5, paths, cfg).status == "ok"
+    assert (tmp_path / "ray" / "masks" / "thick.png").read_bytes() == (tmp_path / "local" / "masks" / "thick.png").read_bytes()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .imageio import DEFAULT_MAX_PIXELS
+from .run.shards import Shard
 from .tiling import TileSpec
 
 #: Defaults measured on a 2-core CPU (see the README's speed section). At the model's scale
@@ -37,6 +38,8 @@ class SegmentConfig:
     identifiers to ``identifiers.csv`` (otherwise none is written anywhere in OUT).
     ``scale_rule``: "fov" (scale by the FOV diameter) or "calibre" (``vesselcli.calibre``: never
     shrink more than 2x, and rescale by the vessels' width where a first look finds them too wide).
+    ``shard``: do only the images of this shard (``vesselcli.run.shards``), recording them in
+    ``OUT/parts``.
     """
 
     inputs: tuple[Path, ...]
@@ -58,6 +61,7 @@ class SegmentConfig:
     keep_identifiers: bool = False
     scale_rule: str = "fov"
     pixel_size_um: float | None = None
+    shard: Shard | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:

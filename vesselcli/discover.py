@@ -270,7 +270,7 @@ def _link_message(link: Path) -> str:
 
 #: What a run writes directly inside OUT (folders and files).
 OUTPUT_ENTRIES = ("masks", "overlays", "probabilities", "dicom-seg", "results.csv", "identifiers.csv", "run.json",
-                  ".vesselseg.lock")
+                  ".vesselseg.lock", "parts")
 
 
 def linked_outputs(out: Path) -> None:

@@ -18,10 +18,11 @@ each, ``Plan.skipped``); a multi-frame object is one image per frame. With
 ``keep_identifiers`` their patient identifiers go to ``identifiers.csv`` (one row per image
 done), and nowhere else; without it they are written nowhere.
 
-Resuming: an image is skipped when its mask exists and results.csv has an ``ok`` row for it;
-every other row of the images redone is dropped from the CSV first, so no image gets two rows.
-Only a run with the settings recorded in ``OUT/run.json`` resumes (``vesselcli.runrecord``);
-one with other settings is refused before anything is written, unless ``overwrite``.
+Resuming, locking, the results file (``results.csv``, or a shard's part) and the run's
+record (``OUT/run.json``: only a run with the recorded settings resumes, see
+``vesselcli.runrecord``) are the ledger's (``vesselcli.run.ledger``), shared with the shard
+and Ray paths; so are the per-image steps at the end of this module (``load_one``,
+``finish_one``).
 """
 from __future__ import annotations
 
@@ -37,16 +38,18 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .config import SegmentConfig
-from .discover import Item, OutputPaths, assign_names, discover, expand_dicom, linked_outputs, walk_images
+from .discover import Item, OutputPaths, assign_names, discover, expand_dicom, walk_images
 from .engines.base import Engine, sigmoid
 from .imageio import IMAGE_EXTENSIONS
 from .io.dicom import DICOM_EXTENSIONS, IDENTIFIER_KEYWORDS
-from .lock import OutputLock
 from .pairing import pair_files
+from .preprocess import Preprocessing
 from .report import ImageResult, Report, ResultsWriter, read_rows
-from .runrecord import check_settings, new_record, now, output_settings, write_run
+from .run.ledger import open_ledger
+from .run.shards import shard_of
+from .runrecord import output_settings
 from .stages import Job, Partners, StageError, error_result, finish, load, rescale, write
-from .tiling import flip_averaged, sliding_window, stream_tiled
+from .tiling import TileSpec, flip_averaged, sliding_window, stream_tiled
 
 #: errno values that no other image could escape either: the run stops (files written stay).
 FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT})
@@ -66,6 +69,7 @@ class Plan:
     unannotated: list[Item]  # images without an annotation although --gt was given
     unlisted: tuple[str, ...] = ()  # input folders that could not be listed (their images are missing)
     skipped: tuple[str, ...] = ()  # DICOM objects that are not photographs: "<name>: <why>; skipped"
+    positions: tuple[int, ...] = ()  # with a shard: each item's place in the whole listing
 
 
 def plan(config: SegmentConfig) -> Plan:
@@ -99,7 +103,14 @@ def plan(config: SegmentConfig) -> Plan:
         for p in paths
     }
     unannotated = [i for i in items if config.gt_dir and i.path not in truths and i.path not in truth_errors]
-    return Plan(items, partners, unannotated, tuple(unlisted), tuple(skipped))
+    if config.shard is None:
+        return Plan(items, partners, unannotated, tuple(unlisted), tuple(skipped))
+    # Names are given over the whole listing first, so every shard names an image alike.
+    mine = [p for p, i in enumerate(items) if shard_of(i.name, config.shard.count) == config.shard.index]
+    chosen = [items[p] for p in mine]
+    kept = set(chosen)
+    return Plan(chosen, {i.path: partners[i.path] for i in chosen}, [i for i in unannotated if i in kept],
+                tuple(unlisted), tuple(skipped), tuple(mine))
 
 
 def _pair(images: list[Path], folder: Path | None, pattern: str | None) -> tuple[dict[Path, Path], dict[Path, str]]:
@@ -124,28 +135,9 @@ def _identifier_cells(job: Job) -> dict[str, str]:
     return cells
 
 
-def _is_done(item: Item, ok_names: set[str], paths: OutputPaths, dicom_seg: bool = False) -> bool:
-    if dicom_seg and item.frame is not None and not paths.dicom_seg(item.key).is_file():
-        return False
-    mask = paths.mask(item.key)
-    return item.name in ok_names and mask.is_file() and not mask.is_symlink()
+def predictor(engine: Engine, tta: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """The tiler's predictor: network input tiles -> vessel probabilities (flip-averaged with ``tta``)."""
 
-
-def _remove_stale_temporaries(out: Path) -> None:
-    """Delete ``.tmp-*`` files a killed run left (we hold the lock: none is being written)."""
-    folders = [(str(out), [], [e.name for e in os.scandir(out) if e.is_file()])]
-    for folder in ("masks", "overlays", "probabilities", "dicom-seg"):
-        folders.extend(os.walk(out / folder))
-    for root, _, files in folders:
-        for name in files:
-            if name.startswith(".tmp-"):
-                try:
-                    os.unlink(os.path.join(root, name))
-                except OSError:
-                    pass
-
-
-def _predictor(engine: Engine, tta: bool) -> Callable[[np.ndarray], np.ndarray]:
     def predict(batch: np.ndarray) -> np.ndarray:
         return sigmoid(engine.infer(batch))
 
@@ -165,52 +157,32 @@ def run(
 
     Raises ``LinkedOutputError`` when a symbolic link sits where an output of OUT goes,
     ``LockedError`` when another run holds the output folder, ``SettingsMismatchError``
-    when OUT holds outputs made with other settings (and not ``overwrite``),
-    ``CsvMismatchError`` when an existing results.csv has other columns, ``OSError`` when the
-    output folder cannot be created. ``on_start`` sees the report once the images to skip are
-    known; ``on_result`` is called (from worker threads, one call at a time) for every image
-    done. ``options``: every CLI option, recorded in run.json as they were given.
+    when OUT (or this shard's part) holds outputs made with other settings (and not
+    ``overwrite``), ``CsvMismatchError`` when an existing results.csv has other columns,
+    ``OSError`` when the output folder cannot be created. ``on_start`` sees the report once
+    the images to skip are known; ``on_result`` is called (from worker threads, one call at a
+    time) for every image done. ``options``: every CLI option, recorded in run.json as given.
     """
     stop = stop or threading.Event()
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    linked_outputs(out)  # before the lock: its file is one of them
-    paths = OutputPaths(out)
-    with OutputLock(paths.lock):
-        _remove_stale_temporaries(out)
-        settings = run_settings(config, engine)
-        rows = [] if config.overwrite else read_rows(paths.csv)
-        if not config.overwrite:
-            check_settings(out, settings, results_exist=paths.csv.is_file() and paths.csv.stat().st_size > 0)
-        ok_names = {r["image"] for r in rows if r.get("status") == "ok"}
-        todo = [i for i in the_plan.items if config.overwrite or not _is_done(i, ok_names, paths, config.dicom_seg)]
-        redo = {i.name for i in todo}
-        kept = list({r["image"]: r for r in rows if r["image"] not in redo}.values())
-        report = Report(total=len(the_plan.items), skipped=len(the_plan.items) - len(todo))
-        record = new_record(settings, engine.name, engine.device, options or {})
-        started = time.monotonic()
-        write_run(out, record)  # before any output: whatever is in OUT from now on was made with these
+    settings = run_settings(config, engine)
+    with open_ledger(config, the_plan.items, the_plan.positions, settings, engine.name, engine.device,
+                     options) as ledger:
         if on_start is not None:
-            on_start(report)
+            on_start(ledger.report)
         identifiers = None
         if config.keep_identifiers:
+            paths = ledger.paths
+            redo = {i.name for i in ledger.todo}
             earlier = [] if config.overwrite else read_rows(paths.identifiers, IDENTIFIER_COLUMNS)
             identifiers = ResultsWriter(paths.identifiers, [r for r in earlier if r["image"] not in redo],
                                         IDENTIFIER_COLUMNS)
-        writer = ResultsWriter(paths.csv, kept)
         try:
-            _Run(config, the_plan, engine, stop, paths, writer, report, on_result, identifiers).go(todo)
+            _Run(config, the_plan, engine, stop, ledger.paths, ledger.writer, ledger.report, on_result,
+                 identifiers).go(ledger.todo)
         finally:
-            writer.close()
             if identifiers is not None:
                 identifiers.close()
-            record.update(finished=now(), duration_s=round(time.monotonic() - started, 3),
-                          counts={"done": report.done, "failed": report.failed, "skipped": report.skipped})
-            try:
-                write_run(out, record)
-            except OSError:
-                pass  # a full disk: the record written at the start still holds the settings
-    return report
+    return ledger.report
 
 
 def run_settings(config: SegmentConfig, engine: Engine) -> dict[str, object]:
@@ -254,7 +226,7 @@ class _Run:
         self.spec = config.tile_spec(engine.info.tile_multiple, engine.info.fixed_tile)
         # Crop to the FOV's box on the model's pooling grid; a fixed-tile engine pads anyway.
         self._align = max(1, engine.info.tile_multiple)
-        self._predict = _predictor(engine, config.tta)
+        self._predict = predictor(engine, config.tta)
         self.prepared: queue.Queue = queue.Queue(maxsize=config.workers)
         self.predicted: queue.Queue = queue.Queue(maxsize=config.workers)
         self.items: queue.SimpleQueue = queue.SimpleQueue()
@@ -306,18 +278,10 @@ class _Run:
                     item = self.items.get_nowait()
                 except queue.Empty:
                     break
-                started = time.perf_counter()
-                try:
-                    job = load(item, self.plan.partners[item.path], pre, self.config.max_pixels, self._align,
-                               self.config.scale_rule)
-                except StageError as exc:
-                    self._record(error_result(item, str(exc), started))
+                job = load_one(item, self.plan.partners[item.path], pre, self.config, self._align)
+                if isinstance(job, ImageResult):
+                    self._record(job)
                     continue
-                except Exception as exc:  # noqa: BLE001 - one image must not stop the run
-                    self._record(error_result(item, _one_line(exc), started))
-                    continue
-                if not self.config.overlays and not job.first_look:
-                    job.rgb = None  # only the overlay needs the photograph: keep memory low
                 self.prepared.put(job)
         finally:
             self.prepared.put(_DONE)
@@ -334,15 +298,13 @@ class _Run:
             network_input, job.network_input = job.network_input, None
             if job.first_look:
                 try:
-                    first_look = sliding_window(network_input, self._predict, self.spec)[0]
-                    network_input = rescale(job, first_look, self.engine.info.preprocessing, self.threshold, self._align)
+                    network_input, answer = look_first(job, network_input, self._predict, self.spec,
+                                                       self.engine, self.threshold, self.config.overlays)
                 except Exception as exc:  # noqa: BLE001 - one image must not stop the run
-                    self._record(error_result(job.item, f"inference failed: {_one_line(exc)}", job.started))
+                    self._record(inference_error(job, exc))
                     continue
-                if not self.config.overlays:
-                    job.rgb = None
-                if network_input is None:  # the first look is the answer
-                    self.predicted.put((job, first_look))
+                if answer is not None:  # the first look is the answer
+                    self.predicted.put((job, answer))
                     continue
             yield job, network_input
 
@@ -350,11 +312,11 @@ class _Run:
         try:
             for job, probability, error in stream_tiled(self._jobs(), self._predict, self.spec):
                 if error is not None:
-                    self._record(error_result(job.item, f"inference failed: {_one_line(error)}", job.started))
+                    self._record(inference_error(job, error))
                 else:
                     self.predicted.put((job, probability[0]))
         except Exception as exc:  # noqa: BLE001 - a broken engine stops the run, it must not hang it
-            self._fail_run(f"the engine stopped working: {_one_line(exc)}")
+            self._fail_run(f"the engine stopped working: {one_line(exc)}")
             for _ in self._jobs():  # drain, so that readers blocked on the queue can finish
                 pass
         finally:
@@ -373,35 +335,92 @@ class _Run:
             try:
                 self._write_one(job, probability)
             except Exception as exc:  # noqa: BLE001 - never a traceback, never a hang
-                self._fail_run(f"internal error while writing {job.item.name}: {_one_line(exc)}")
+                self._fail_run(f"internal error while writing {job.item.name}: {one_line(exc)}")
 
     def _write_one(self, job: Job, probability: np.ndarray) -> None:
         """Finish, write and record one image; a full or read-only disk stops the run."""
         try:
-            # The image's own pixel size (a DICOM input's Pixel Spacing) first, else --pixel-size.
-            pixel_size = job.pixel_size_um if job.pixel_size_um is not None else self.config.pixel_size_um
-            mask, result = finish(job, probability, self.threshold, pixel_size)
-            write(job, mask, self.paths, self.config.overlays, self.config.save_probabilities, self.threshold,
-                  self.config.dicom_seg)
-            if self.identifiers is not None and job.identifiers is not None:
+            result = finish_one(job, probability, self.threshold, self.paths, self.config)
+            if self.identifiers is not None and job.identifiers is not None and result.status == "ok":
                 self.identifiers.append_cells(_identifier_cells(job))
+        except FatalWriteError as exc:
+            self._fail_run(str(exc))
+            return
         except OSError as exc:
-            if exc.errno in FATAL_ERRNOS:
-                fix = "make it writable" if exc.errno == errno.EROFS else "free space"
-                self._fail_run(f"cannot write into {self.paths.out}: {exc.strerror}; {fix} or "
-                               "choose another --out, then rerun to finish the rest")
-                return
-            where = f" ({exc.filename})" if exc.filename else ""
-            result = error_result(job.item, f"cannot write outputs: {exc.strerror or exc}{where}", job.started)
-        except StageError as exc:
-            result = error_result(job.item, str(exc), job.started)
-        except Exception as exc:  # noqa: BLE001 - one image must not stop the run
-            result = error_result(job.item, _one_line(exc), job.started)
-        else:
-            result = replace(result, seconds=time.perf_counter() - job.started)
+            result = error_result(job.item, f"cannot write identifiers.csv: {exc.strerror or exc}", job.started)
         self._record(result)
 
 
-def _one_line(exc: BaseException) -> str:
+# -- the per-image steps every run path takes (local threads, Ray tasks and actors) -----------
+class FatalWriteError(Exception):
+    """No other image could be written either (a full or read-only disk): the run stops."""
+
+
+def load_one(item: Item, partners: Partners, pre: Preprocessing, config: SegmentConfig,
+             align: int = 8) -> Job | ImageResult:
+    """Stage 1 for one image: its ``Job``, or its ``error`` row when it cannot be read.
+
+    ``align``: the engine's tile multiple (``stages.load`` aligns the FOV box to it).
+    """
+    started = time.perf_counter()
+    try:
+        job = load(item, partners, pre, config.max_pixels, align, config.scale_rule)
+    except StageError as exc:
+        return error_result(item, str(exc), started)
+    except Exception as exc:  # noqa: BLE001 - one image must not stop the run
+        return error_result(item, one_line(exc), started)
+    if not config.overlays and not job.first_look:
+        job.rgb = None  # only the overlay needs the photograph (and the calibre rule's rescale)
+    return job
+
+
+def look_first(job: Job, network_input: np.ndarray, predict: Callable[[np.ndarray], np.ndarray], spec: TileSpec,
+               engine: Engine, threshold: float, overlays: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The calibre rule's first look (``job.first_look``) for one image, the same on every run path.
+
+    ``network_input``: ``(1, bh, bw) float32``, the job's FOV box at ``job.factor``. Returns
+    ``(input to tile, None)`` when the vessels call for another scale (``stages.rescale``), or
+    ``(None, probability)`` when the first look's ``(bh, bw) float32`` probability is the answer.
+    Errors propagate: the caller makes them the image's error row.
+    """
+    first = sliding_window(network_input, predict, spec)[0]
+    rescaled = rescale(job, first, engine.info.preprocessing, threshold, max(1, engine.info.tile_multiple))
+    if not overlays:
+        job.rgb = None
+    return (None, first) if rescaled is None else (rescaled, None)
+
+
+def inference_error(job: Job, error: BaseException) -> ImageResult:
+    """The ``error`` row of an image whose tiles the engine could not run."""
+    return error_result(job.item, f"inference failed: {one_line(error)}", job.started)
+
+
+def finish_one(job: Job, probability: np.ndarray, threshold: float, paths: OutputPaths, config: SegmentConfig) -> ImageResult:
+    """Stages 3 and 4 for one image: its row, ``ok`` or ``error``.
+
+    ``probability``: ``(h, w) float32`` at model scale. Raises ``FatalWriteError`` on a full
+    or read-only disk (files already written stay valid).
+    """
+    try:
+        # The image's own pixel size (a DICOM input's Pixel Spacing) first, else --pixel-size.
+        pixel_size = job.pixel_size_um if job.pixel_size_um is not None else config.pixel_size_um
+        mask, result = finish(job, probability, threshold, pixel_size)
+        write(job, mask, paths, config.overlays, config.save_probabilities, threshold, config.dicom_seg)
+    except OSError as exc:
+        if exc.errno in FATAL_ERRNOS:
+            fix = "make it writable" if exc.errno == errno.EROFS else "free space"
+            raise FatalWriteError(f"cannot write into {paths.out}: {exc.strerror}; {fix} or "
+                                  "choose another --out, then rerun to finish the rest") from None
+        where = f" ({exc.filename})" if exc.filename else ""
+        return error_result(job.item, f"cannot write outputs: {exc.strerror or exc}{where}", job.started)
+    except StageError as exc:
+        return error_result(job.item, str(exc), job.started)
+    except Exception as exc:  # noqa: BLE001 - one image must not stop the run
+        return error_result(job.item, one_line(exc), job.started)
+    return replace(result, seconds=time.perf_counter() - job.started)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line for a person: ``Type: message``."""
     text = " ".join(str(exc).split())
     return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__

@@ -147,6 +147,25 @@ def _line(cells: list[str]) -> str:
     return buffer.getvalue()
 
 
+def rewrite_in_order(path: Path, names: list[str], header: tuple[str, ...] = COLUMNS) -> None:
+    """Rewrite a results file atomically with its rows in the order of ``names``.
+
+    Rows of images not in ``names`` (kept from an earlier run over other inputs) follow, in
+    the order they had. Used when a run ends, so that the file does not depend on which
+    worker finished first.
+    """
+    rows = read_rows(path, header)
+    place = {name: i for i, name in enumerate(names)}
+    rows.sort(key=lambda row: place.get(row["image"], len(place)))  # stable: the others keep their order
+    write_rows(path, rows, header)
+
+
+def write_rows(path: Path, rows: list[dict[str, str]], header: tuple[str, ...] = COLUMNS) -> None:
+    """Write a whole results file (header, then ``rows``) atomically."""
+    text = _line(list(header)) + "".join(_line([row.get(c, "") for c in header]) for row in rows)
+    write_atomic(path, text.encode("utf-8", "backslashreplace"))
+
+
 class ResultsWriter:
     """Appends rows to results.csv, one whole line per write, flushed at once; thread-safe.
 

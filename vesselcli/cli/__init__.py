@@ -12,6 +12,7 @@ from .. import __version__
 from .export import export
 from .info import info
 from .report import report
+from .merge import merge
 from .score import score
 from .segment import segment
 
@@ -27,3 +28,4 @@ main.add_command(score)
 main.add_command(export)
 main.add_command(info)
 main.add_command(report)
+main.add_command(merge)

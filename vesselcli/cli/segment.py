@@ -35,6 +35,10 @@ from ..engines.select import ENGINES
 from ..imageio import DEFAULT_MAX_PIXELS
 from ..lock import LockedError
 from ..report import CsvMismatchError, ImageResult, Report
+from ..run import ray_data
+from ..run.parts import PartPaths
+from ..run.ray_data import RayOptions
+from ..run.shards import Shard, ShardError, parse_shard
 from ..runrecord import SettingsMismatchError
 from ..variants.record import PRECISIONS
 from .params import name_pattern
@@ -50,6 +54,15 @@ def _check_device(ctx: click.Context, param: click.Parameter, value: str) -> str
     if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
         return value
     raise click.BadParameter(f"'{value}' is not a device; use auto, cpu, cuda or cuda:N (N = GPU index)")
+
+
+def _check_shard(ctx: click.Context, param: click.Parameter, value: str | None) -> Shard | None:
+    if value is None:
+        return None
+    try:
+        return parse_shard(value, os.environ)
+    except ShardError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 class RateColumn(ProgressColumn):
@@ -138,12 +151,21 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
 @click.option("--keep-identifiers", is_flag=True,
               help="Write DICOM inputs' patient name, ID, birth date and accession number to OUT/identifiers.csv "
                    "(default: written nowhere in OUT).")
+@click.option("--shard", callback=_check_shard, metavar="I/N|auto",
+              help="Do only shard I of N (0-based; by a hash of each image's name) into OUT/parts; 'auto' reads "
+                   "Slurm array or torchrun variables. Then `vesselseg merge OUT`.")
+@click.option("--ray", "ray_address", metavar="ADDRESS",
+              help="Run on Ray Data (pip install 'vesselseg[ray]'): 'local' starts Ray here, 'auto' joins the "
+                   "running cluster, or a cluster address.")
+@click.option("--ray-actors", type=click.IntRange(1, 100000), metavar="N",
+              help="With --ray: engine actors (default: one per GPU, else one per node).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary; errors still go to stderr.")
 def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: Path | None, gt_pattern: str | None,
             model: Path | None, engine: str, device: str, precision: str, threshold: float | None, workers: int, batch_size: int,
             tile_size: int, tile_overlap: int, tta: bool, save_probabilities: bool, no_overlays: bool,
             overwrite: bool, max_pixels: int, pixel_size_um: float | None, dicom_seg: bool,
-            keep_identifiers: bool, scale_rule: str, quiet: bool) -> None:
+            keep_identifiers: bool, scale_rule: str, shard: Shard | None, ray_address: str | None,
+            ray_actors: int | None, quiet: bool) -> None:
     """Segment the vessels of every image in INPUT... (files and folders, searched recursively).
 
     Writes OUT/masks/<name>.png (0/255, the image's own size), OUT/overlays/<name>.jpg and
@@ -155,13 +177,21 @@ def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: P
     if tile_overlap >= tile_size:
         raise click.BadParameter(f"{tile_overlap} is not below --tile-size {tile_size}; use a smaller overlap",
                                  param_hint="--tile-overlap")
+    if shard is not None and ray_address is not None:
+        raise click.UsageError("--shard and --ray do not go together: Ray spreads the images over the cluster itself; "
+                               "use one or the other")
+    if keep_identifiers and (shard is not None or ray_address is not None):
+        raise click.UsageError("--keep-identifiers is for one-process runs only (identifiers.csv is not yet split "
+                               "into shard parts); run without --shard/--ray, or leave the identifiers out")
+    if ray_actors is not None and ray_address is None:
+        raise click.BadParameter("only applies with --ray", param_hint="--ray-actors")
     config = SegmentConfig(
         inputs=inputs, out=out, gt_dir=gt_dir, fov_dir=fov_dir, gt_pattern=gt_pattern, threshold=threshold,
         workers=workers, batch_size=batch_size, tile_size=tile_size, tile_overlap=tile_overlap, tta=tta,
         save_probabilities=save_probabilities, overlays=not no_overlays, overwrite=overwrite, max_pixels=max_pixels,
         scale_rule=scale_rule,
         pixel_size_um=pixel_size_um,
-        dicom_seg=dicom_seg, keep_identifiers=keep_identifiers,
+        dicom_seg=dicom_seg, keep_identifiers=keep_identifiers, shard=shard,
     )
     if dicom_seg:
         from ..io.dicom_seg import MissingExtraError, require_highdicom
@@ -172,8 +202,9 @@ def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: P
             raise click.UsageError(str(exc)) from None
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     options = _plain(click.get_current_context().params)
+    ray = None if ray_address is None else RayOptions(ray_address, ray_actors, model, engine, device, precision)
     try:
-        code = _segment(config, model, engine, device, precision, err, quiet, options)
+        code = _segment(config, model, engine, device, precision, err, quiet, options, ray)
     except KeyboardInterrupt:  # Ctrl-C while finding images or loading the model: nothing written yet
         err.print("interrupted before any image was segmented", markup=False)
         code = 128 + signal.SIGINT
@@ -181,19 +212,23 @@ def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: P
 
 
 def _plain(value: object) -> object:
-    """CLI option values as JSON types: paths as strings, tuples as lists."""
+    """CLI option values as JSON types: paths and shards as strings, tuples as lists."""
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (tuple, list)):
         return [_plain(v) for v in value]
-    if isinstance(value, Path):
+    if isinstance(value, (Path, Shard)):
         return str(value)
     return value
 
 
 def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str, precision: str, err: Console,
-             quiet: bool, options: dict) -> int:
-    """Plan, open the engine, run; returns the exit code (usage errors raise click exceptions)."""
+             quiet: bool, options: dict, ray: RayOptions | None = None) -> int:
+    """Plan, open the engine, run; returns the exit code (usage errors raise click exceptions).
+
+    With ``ray`` the engine opened here (on the CPU) only describes the model (and its
+    settings); Ray's actors open their own.
+    """
     try:
         the_plan = pipeline.plan(config)
     except pipeline.NoImagesError as exc:
@@ -201,7 +236,9 @@ def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str
     try:
         from ..engines import choose_engine
 
-        selection = choose_engine(model, engine, device, precision=precision)
+        # with --ray the driver only reads the model's description: the actors choose their own engine
+        selection = (choose_engine(model, engine, device, precision=precision) if ray is None
+                     else choose_engine(model, "auto", "cpu", precision=precision))
     except ModelError as exc:
         raise click.UsageError(f"cannot use the model: {exc}") from None
     the_engine = selection.engine
@@ -212,10 +249,11 @@ def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str
             config.tile_spec(the_engine.info.tile_multiple, the_engine.info.fixed_tile)
         except ValueError as exc:
             raise click.UsageError(f"cannot tile for this model: {exc}") from None
-        report, seconds = _run(config, the_plan, the_engine, err, quiet, options)
+        report, seconds = _run(config, the_plan, the_engine, err, quiet, options, ray)
     finally:
         the_engine.close()
-    _write_report(config.out, err, quiet)
+    if config.shard is None:  # a shard's images are a part of the run: merge writes the report
+        write_report(config.out, err, quiet)
     if not quiet:
         _print_summary(report, config, seconds)
     _print_ending(report, err)
@@ -226,7 +264,7 @@ def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str
 
 
 def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, quiet: bool,  # noqa: ANN001
-         options: dict) -> tuple[Report, float]:
+         options: dict, ray: RayOptions | None) -> tuple[Report, float]:
     """Run the pipeline under a progress bar and the signal handlers; (report, seconds it ran)."""
     for line in the_plan.unlisted:
         err.print(f"warning: {line}; the images in it are not included", markup=False)
@@ -242,9 +280,10 @@ def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, q
                   f"({names}{more}); their figure columns stay empty", markup=False)
     if not quiet:
         threshold = config.threshold if config.threshold is not None else engine.info.threshold
-        err.print(f"{len(the_plan.items)} images, {engine.name} on {engine.device} "
-                  f"({getattr(engine, 'precision', 'fp32')}), threshold {threshold:.3f}",
-                  markup=False)
+        where = (f"Ray ({ray.address})" if ray is not None
+                 else f"{engine.name} on {engine.device} ({getattr(engine, 'precision', 'fp32')})")
+        which = f", shard {config.shard}" if config.shard is not None else ""
+        err.print(f"{len(the_plan.items)} images{which}, {where}, threshold {threshold:.3f}", markup=False)
     stop = threading.Event()
     columns = (TextColumn("segmenting"), BarColumn(), MofNCompleteColumn(), RateColumn(), TextColumn("ETA"),
                TimeRemainingColumn())
@@ -271,8 +310,14 @@ def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, q
 
     with progress, stop_on_signals(stop, announce) as received:
         try:
-            report = pipeline.run(config, the_plan, engine, stop, on_start=on_start, on_result=on_result,
-                                  options=options)
+            if ray is None:
+                report = pipeline.run(config, the_plan, engine, stop, on_start=on_start, on_result=on_result,
+                                      options=options)
+            else:
+                report = ray_data.run(config, the_plan, engine, ray, stop, on_start=on_start,
+                                      on_result=on_result, options=options)
+        except ray_data.RayError as exc:
+            raise Refused(str(exc)) from None
         except LockedError as exc:
             raise Refused(str(exc)) from None
         except (CsvMismatchError, SettingsMismatchError, LinkedOutputError) as exc:
@@ -284,7 +329,7 @@ def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, q
     return report, time.perf_counter() - started
 
 
-def _write_report(out: Path, err: Console, quiet: bool) -> None:
+def write_report(out: Path, err: Console, quiet: bool) -> None:
     """OUT/report.html for the run so far; a page that cannot be built is a warning, not a failure."""
     from ..analysis.html_report import ReportError, build_report
 
@@ -300,7 +345,18 @@ def _fmt(value: float | None) -> str:
 
 
 def _print_summary(report: Report, config: SegmentConfig, seconds: float) -> None:
-    table = Table(box=box.SIMPLE_HEAD, show_header=False, pad_edge=False, title="vesselseg segment")
+    if config.shard is None:
+        where = [("results", str(config.out / "results.csv"))]
+    else:
+        where = [("results", str(PartPaths(config.out, config.shard).csv)),
+                 ("then", f"vesselseg merge {config.out} (once every shard is done)")]
+    print_summary(report, config.gt_dir is not None, seconds, where)
+
+
+def print_summary(report: Report, with_truth: bool, seconds: float, where: list[tuple[str, str]],
+                  title: str = "vesselseg segment") -> None:
+    """The summary table on stdout: counts, means, speed (when ``seconds``), then ``where`` rows."""
+    table = Table(box=box.SIMPLE_HEAD, show_header=False, pad_edge=False, title=title)
     table.add_column(justify="right", style="bold")
     table.add_column()
     table.add_row("done", str(report.done))
@@ -309,13 +365,14 @@ def _print_summary(report: Report, config: SegmentConfig, seconds: float) -> Non
     if report.remaining:
         table.add_row("not done", f"{report.remaining} (rerun the same command)")
     table.add_row("mean vessel density", _fmt(report.mean_density))
-    if config.gt_dir is not None:
+    if with_truth:
         table.add_row("mean IoU", _fmt(report.mean_iou))
         table.add_row("mean Dice", _fmt(report.mean_dice))
     processed = report.done + report.failed
     if processed and seconds > 0:
         table.add_row("speed", f"{processed / seconds:.2f} images/s ({seconds:.1f} s)")
-    table.add_row("results", str(config.out / "results.csv"))
+    for label, text in where:
+        table.add_row(label, text)
     Console().print(table)
 
 

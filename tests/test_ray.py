@@ -1,0 +1,90 @@
+"""``segment --ray local`` (Ray Data on this machine's 2 CPUs, started inside the test) against a
+one-process run: byte-identical masks and the same rows; a worker killed mid-run loses nothing.
+
+Ray starts once for the module (several seconds) and stops after it.
+"""
+from __future__ import annotations
+
+import csv
+import threading
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("ray.data", reason="Ray Data is not installed: pip install 'vesselseg[ray]'")
+
+import segment_fakes  # noqa: E402
+from run_checks import assert_same_outputs, copy_drive  # noqa: E402
+from segment_fakes import KillOnce, RaiseOn  # noqa: E402
+from vesselcli import pipeline  # noqa: E402
+from vesselcli.cli import main  # noqa: E402
+from vesselcli.config import SegmentConfig  # noqa: E402
+from vesselcli.engines import open_engine  # noqa: E402
+from vesselcli.run import ray_data  # noqa: E402
+
+pytestmark = [pytest.mark.data, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory: pytest.TempPathFactory, drive_root: Path, model_file: Path) -> Path:
+    """Four DRIVE test images segmented by one local process; the folder holds ``in`` and ``one``."""
+    base = tmp_path_factory.mktemp("ray")
+    src = copy_drive(drive_root, base / "in")
+    result = CliRunner().invoke(main, ["segment", str(src), "-o", str(base / "one"), "--model", str(model_file), "-q"])
+    assert result.exit_code == 0, result.output
+    yield base
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def test_ray_local_equals_one_process(one_process: Path, model_file: Path) -> None:
+    out = one_process / "ray"
+    result = CliRunner().invoke(main, ["segment", str(one_process / "in"), "-o", str(out), "--model",
+                                       str(model_file), "--ray", "local"])
+    assert result.exit_code == 0, result.output
+    import ray
+
+    assert ray.is_initialized() and ray.cluster_resources().get("CPU", 0) >= 1  # started here by --ray local
+    assert "4 images, Ray (local)" in result.output
+    assert_same_outputs(one_process / "one", out)
+    again = CliRunner().invoke(main, ["segment", str(one_process / "in"), "-o", str(out), "--model",
+                                      str(model_file), "--ray", "local"])
+    assert again.exit_code == 0 and "skipping 4 image(s) already done" in again.output
+
+
+def run_with_hook(source: Path, out: Path, model_file: Path, hook) -> tuple[object, list[str]]:  # noqa: ANN001
+    """``ray_data.run`` of ``source`` into ``out`` with an actor hook; (report, images recorded)."""
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(segment_fakes)  # the actors cannot import the tests folder
+    config = SegmentConfig(inputs=(source,), out=out)
+    seen: list[str] = []
+    engine = open_engine(model_file, "auto", "cpu")  # the driver's: it describes the model
+    try:
+        report = ray_data.run(config, pipeline.plan(config), engine, ray_data.RayOptions("local", model=model_file, hook=hook),
+                              threading.Event(), on_result=lambda result: seen.append(result.image))
+    finally:
+        engine.close()
+    return report, seen
+
+
+def test_a_worker_killed_mid_run_loses_nothing(one_process: Path, model_file: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "killed"
+    report, seen = run_with_hook(one_process / "in", one_process / "killed", model_file, KillOnce(marker))
+    assert marker.read_text().strip(), "the hook never killed a worker"
+    assert (report.done, report.failed, report.exit_code) == (4, 0, 0)
+    assert sorted(seen) == sorted(set(seen)) and len(seen) == 4  # each image recorded once
+    assert_same_outputs(one_process / "one", one_process / "killed")
+
+
+def test_a_batch_that_fails_for_good_is_error_rows_not_a_failed_run(one_process: Path, model_file: Path,
+                                                                    tmp_path: Path) -> None:
+    report, seen = run_with_hook(one_process / "in", tmp_path / "out", model_file, RaiseOn("04_test.tif"))
+    with open(tmp_path / "out" / "results.csv", newline="", encoding="utf-8") as handle:
+        rows = {r["image"]: r for r in csv.DictReader(handle)}
+    assert sorted(seen) == sorted(rows) == sorted(p.name for p in (one_process / "in").iterdir())
+    assert rows["04_test.tif"]["status"] == "error" and "its Ray task failed" in rows["04_test.tif"]["error"]
+    assert report.failed >= 1 and report.done + report.failed == 4 and report.exit_code == 1

@@ -1,0 +1,293 @@
+"""``segment --ray ADDRESS``: the same run on Ray Data, for a cluster (``pip install 'vesselseg[ray]'``).
+
+::
+
+    driver: plan, ledger (lock, resume, results.csv)            (vesselcli.run.ledger)
+      -> from_items(images to do)
+      -> map_batches(load_images)      CPU tasks: decode, FOV, prepare  (pipeline.load_one)
+      -> map_batches(Segmenter)        actor pool, one engine per actor (one GPU each where there
+                                       are GPUs): tiles batched across images (tiling.stream_tiled
+                                       with pipeline.predictor)
+      -> map_batches(write_images)     CPU tasks: resize back, threshold, metrics, encode, atomic
+                                       writes (pipeline.finish_one)
+      -> driver: one row per image into results.csv as they arrive, progress, summary
+
+Every step is the function the local pipeline's threads call, so the masks are byte for byte
+and the rows cell for cell those of a local run (``seconds`` aside). Inputs and OUT must be
+on storage every node sees at the same path (workers read and write them directly); only
+rows travel back to the driver.
+
+Failures: a bad image is an ``error`` row, never a failed task. A worker or node that dies
+takes its batch with it: Ray Data restarts the actor (or reruns the task) and reruns the
+batch (files are written whole, by rename, and a row is written by the driver only once an
+image's files are, so nothing is half-written; an image already written is rewritten with the
+same bytes). A batch whose task fails for good (an error in our own code, which Ray does not
+retry) gives its images ``error`` rows saying so, and the run goes on.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import pickle
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+
+from ..config import SegmentConfig
+from ..discover import OutputPaths
+from ..engines.base import Engine, ModelInfo
+from ..pipeline import FatalWriteError, Plan, finish_one, inference_error, load_one, look_first, predictor, run_settings
+from ..report import ImageResult, Report
+from ..stages import Job, Partners, error_result
+from ..tiling import TileSpec, stream_tiled
+from .ledger import Ledger, open_ledger
+
+IMAGES_PER_BLOCK = 2  # the unit Ray reruns when a worker is lost
+IMAGES_PER_ACTOR_CALL = 4
+
+
+class RayError(RuntimeError):
+    """Ray is not installed or the cluster cannot be reached; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """``address``: ``local`` (start Ray here), ``auto`` (join the running cluster) or an address.
+
+    ``actors``: engine actors (None: one per GPU, else one per node); ``model``, ``engine``,
+    ``device``, ``precision``: what each actor opens (as ``open_engine``). ``hook``: a picklable callable the
+    actor calls with the names of each batch before inferring it (tests kill a worker there).
+    """
+
+    address: str
+    actors: int | None = None
+    model: Path | None = None
+    engine: str = "auto"
+    device: str = "auto"
+    precision: str = "auto"
+    hook: Callable[[list[str]], None] | None = None
+
+
+@dataclass(frozen=True)
+class _Fatal:
+    message: str  # a full or read-only disk: the run stops
+
+
+# -- what travels between stages: pickles of Job, (Job, probability), ImageResult or _Fatal ----
+# A Job's ``started`` is a perf_counter() reading, which means nothing in another process:
+# it travels as wall-clock time and is turned back on arrival.
+def _pack(entry: Any) -> bytes:
+    job = entry[0] if isinstance(entry, tuple) else entry
+    if isinstance(job, Job):
+        job.started = time.time() - (time.perf_counter() - job.started)
+    return pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _unpack(blob: bytes) -> Any:
+    entry = pickle.loads(blob)
+    job = entry[0] if isinstance(entry, tuple) else entry
+    if isinstance(job, Job):
+        job.started = time.perf_counter() - (time.time() - job.started)
+    return entry
+
+
+def _column(blobs: list[bytes]) -> dict[str, np.ndarray]:
+    column = np.empty(len(blobs), dtype=object)
+    column[:] = blobs
+    return {"payload": column}
+
+
+def load_images(batch: Mapping[str, np.ndarray], config: SegmentConfig, info: ModelInfo) -> dict[str, np.ndarray]:
+    """Ray task: ``(Item, Partners)`` pickles -> ``Job`` (or error row) pickles."""
+    out = []
+    for blob in batch["payload"]:
+        item, partners = pickle.loads(blob)
+        out.append(_pack(load_one(item, partners, info.preprocessing, config, max(1, info.tile_multiple))))
+    return _column(out)
+
+
+class Segmenter:
+    """Ray actor: one engine, loaded once; ``Job`` pickles -> ``(Job, probability)`` pickles."""
+
+    def __init__(self, options: RayOptions, tta: bool, spec: TileSpec, threshold: float, overlays: bool) -> None:
+        from ..engines import open_engine
+
+        self.engine = open_engine(options.model, options.engine, options.device, precision=options.precision)
+        self.predict = predictor(self.engine, tta)
+        self.spec = spec
+        self.threshold = threshold
+        self.overlays = overlays
+        self.hook = options.hook
+
+    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        entries = [_unpack(blob) for blob in batch["payload"]]
+        jobs = [e for e in entries if isinstance(e, Job)]
+        if self.hook is not None:
+            self.hook([job.item.name for job in jobs])
+
+        done: dict[int, Any] = {}
+
+        def inputs() -> Iterator[tuple[Job, np.ndarray]]:
+            for job in jobs:
+                network_input, job.network_input = job.network_input, None
+                if job.first_look:  # --scale-rule calibre, as pipeline._Run._jobs does it
+                    try:
+                        network_input, answer = look_first(job, network_input, self.predict, self.spec,
+                                                           self.engine, self.threshold, self.overlays)
+                    except Exception as exc:  # noqa: BLE001 - one image must not stop the run
+                        done[id(job)] = inference_error(job, exc)
+                        continue
+                    if answer is not None:
+                        done[id(job)] = (job, answer)
+                        continue
+                yield job, network_input
+
+        for job, probability, error in stream_tiled(inputs(), self.predict, self.spec):
+            done[id(job)] = inference_error(job, error) if error is not None else (job, probability[0])
+        return _column([_pack(done[id(e)] if isinstance(e, Job) else e) for e in entries])
+
+
+def write_images(batch: Mapping[str, np.ndarray], config: SegmentConfig, threshold: float) -> dict[str, np.ndarray]:
+    """Ray task: ``(Job, probability)`` pickles -> ``ImageResult`` (or ``_Fatal``) pickles."""
+    paths = OutputPaths(Path(config.out))
+    out = []
+    for blob in batch["payload"]:
+        entry = _unpack(blob)
+        if isinstance(entry, tuple):
+            job, probability = entry
+            try:
+                entry = finish_one(job, probability, threshold, paths, config)
+            except FatalWriteError as exc:
+                entry = _Fatal(str(exc))
+        out.append(pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL))
+    return _column(out)
+
+
+# -- the driver ---------------------------------------------------------------------------------
+def _import_ray():  # noqa: ANN202 - the ray module
+    try:
+        import ray
+        import ray.data  # noqa: F401 - Ray Data is the part we need
+    except ImportError as exc:
+        raise RayError(f"--ray needs Ray Data ({exc}); install it with: pip install 'vesselseg[ray]'") from None
+    return ray
+
+
+def connect(address: str):  # noqa: ANN201 - the ray module
+    """Join (``auto``, an address) or start (``local``) Ray, unless this process already has."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        return ray
+    # The driver's C++ core logs a warning per restartable actor with arguments in the object
+    # store (ours: the model options) to stderr; the CLI prints its own progress and errors.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    try:
+        if address == "local":
+            ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        else:
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    except Exception as exc:  # noqa: BLE001 - Ray raises several kinds; all mean the same to a user
+        raise RayError(f"cannot start or join Ray at {address!r}: {' '.join(str(exc).split())}; start a cluster "
+                       "with `ray start --head` (then --ray auto), or use --ray local") from None
+    return ray
+
+
+def _actors(ray, options: RayOptions) -> tuple[int, float]:  # noqa: ANN001
+    """(number of engine actors, GPUs per actor)."""
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if options.actors is not None:
+        return options.actors, (1.0 if gpus >= options.actors and options.device != "cpu" else 0.0)
+    if gpus and options.device != "cpu":
+        return gpus, 1.0
+    return max(1, sum(1 for node in ray.nodes() if node.get("Alive"))), 0.0
+
+
+def run(
+    config: SegmentConfig,
+    the_plan: Plan,
+    model: Engine,
+    ray_options: RayOptions,
+    stop: threading.Event | None = None,
+    on_start: Callable[[Report], None] | None = None,
+    on_result: Callable[[ImageResult], None] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Report:
+    """Segment ``the_plan`` on Ray into ``config.out``; the run's ``Report``.
+
+    ``model``: the model opened on the driver, which describes it (preprocessing, threshold,
+    tiling, settings); the actors open their own per ``ray_options``. ``options``: the CLI's,
+    for run.json. Raises what ``pipeline.run`` raises, and ``RayError`` when Ray is missing
+    or unreachable.
+    """
+    stop = stop or threading.Event()
+    ray = _import_ray()
+    settings = run_settings(config, model)
+    engine, device = f"{ray_options.engine} (Ray actors)", f"Ray {ray_options.address}, {ray_options.device}"
+    with open_ledger(config, the_plan.items, the_plan.positions, settings, engine, device, options) as ledger:
+        if on_start is not None:
+            on_start(ledger.report)
+        if ledger.todo:
+            connect(ray_options.address)
+            _stream(ray, config, the_plan.partners, model.info, ray_options, ledger, stop, on_result)
+    return ledger.report
+
+
+def _dataset(ray, config, partners, info, options, todo):  # noqa: ANN001, ANN202 - ray objects
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its execution plan lines; the CLI reports
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # the CLI shows its own
+    context.max_errored_blocks = -1  # a batch that fails for good becomes error rows, not a failed run
+    threshold = config.threshold if config.threshold is not None else float(info.threshold)
+    spec = config.tile_spec(info.tile_multiple, info.fixed_tile)
+    actors, gpus = _actors(ray, options)
+    rows = [{"payload": pickle.dumps((item, partners.get(item.path, Partners())))} for item in todo]
+    blocks = max(1, math.ceil(len(rows) / IMAGES_PER_BLOCK))
+    return (
+        ray.data.from_items(rows, override_num_blocks=blocks)
+        .map_batches(load_images, fn_kwargs={"config": config, "info": info}, batch_size=None, num_cpus=0.5)
+        .map_batches(Segmenter, fn_constructor_kwargs={"options": options, "tta": config.tta, "spec": spec,
+                                                          "threshold": threshold, "overlays": config.overlays},
+                     batch_size=IMAGES_PER_ACTOR_CALL, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
+                     num_gpus=gpus)
+        .map_batches(write_images, fn_kwargs={"config": config, "threshold": threshold}, batch_size=None,
+                     num_cpus=0.5)
+    )
+
+
+def _stream(ray, config, partners, info, options, ledger: Ledger, stop, on_result) -> None:  # noqa: ANN001
+    """Record each row as it comes back; afterwards, rows for images whose batch was given up."""
+    recorded: set[str] = set()
+    report = ledger.report
+    for row in _dataset(ray, config, partners, info, options, ledger.todo).iter_rows():
+        entry = pickle.loads(row["payload"])
+        if isinstance(entry, _Fatal):
+            report.fatal = entry.message
+            break
+        if entry.image in recorded:
+            continue  # a rerun batch's second answer
+        try:
+            ledger.writer.append(entry)
+        except OSError as exc:
+            report.fatal = f"cannot write {ledger.csv}: {exc.strerror or exc}"
+            break
+        recorded.add(entry.image)
+        report.add(entry)
+        if on_result is not None:
+            on_result(entry)
+        if stop.is_set():
+            break
+    if report.fatal or stop.is_set():
+        return
+    for item in ledger.todo:
+        if item.name not in recorded:
+            lost = error_result(item, "lost: its Ray task failed (see Ray's logs under /tmp/ray); rerun the same "
+                                      "command to retry")
+            ledger.writer.append(lost)
+            report.add(lost)
+            if on_result is not None:
+                on_result(lost)
