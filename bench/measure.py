@@ -10,7 +10,6 @@ largest peak memory.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import statistics

@@ -64,7 +64,7 @@ def time_stages(images: list[Path], engines: dict, repeats: int, truth_dir: Path
     from vesselcli.overlay import overlay
     from vesselcli.pairing import pair_files
     from vesselcli.preprocess import fov_box, resize_image, resize_mask, scale_factor, scaled_shape
-    from vesselcli.config import DEFAULT_BATCH_SIZE, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, SegmentConfig
+    from vesselcli.config import SegmentConfig
     from vesselcli.tiling import stream_tiled
 
     first = next(iter(engines.values()))
