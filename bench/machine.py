@@ -16,18 +16,9 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from vesselcli.provenance import cpu_model
+
 LIBRARIES = ("torch", "onnxruntime", "numpy", "opencv-python-headless", "pillow")
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo (``platform.processor()`` elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def usable_cores() -> int:

@@ -16,7 +16,6 @@ keys (``read_run`` returns the dict as found).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -26,6 +25,7 @@ from typing import Any, Mapping
 
 from . import __version__
 from .imageio import write_atomic
+from .provenance import file_sha256
 
 RUN_FILE = "run.json"
 
@@ -37,15 +37,6 @@ SAME_WHEN_EQUAL = {"model": "model_sha256"}
 
 class SettingsMismatchError(ValueError):
     """OUT holds outputs made with other settings; the message lists them and says what to do."""
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _folder(path: Path | None) -> str | None:
@@ -129,27 +120,43 @@ def _show(value: Any) -> str:
     return "(not recorded)" if value is None else json.dumps(value)
 
 
+class NotAJsonObject(ValueError):
+    """A record file that holds something other than a JSON object (not ours, or damaged)."""
+
+
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path`` (a dict as found), None when there is no such file.
+
+    ``OSError`` when the file cannot be read, ``UnicodeDecodeError`` when it is not UTF-8,
+    ``NotAJsonObject`` when it holds no JSON object. Callers turn these into their own message.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        raise NotAJsonObject(str(path))
+    return record
+
+
 def read_run(path: Path) -> dict[str, Any] | None:
     """The recorded run (a dict as found), None when there is no such file.
 
     ``SettingsMismatchError`` when the file is not a JSON object (not ours, or damaged).
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsMismatchError(f"cannot read {path} ({exc}); pass --overwrite to replace it or choose another --out") from None
-    try:
-        record = json.loads(text)
-    except ValueError:
-        record = None
-    if not isinstance(record, dict):
+        return read_json_object(path)
+    except NotAJsonObject:
         raise SettingsMismatchError(
             f"{path} is not a vesselseg run record (not a JSON object); pass --overwrite to replace it "
             "or choose another --out"
-        )
-    return record
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsMismatchError(f"cannot read {path} ({exc}); pass --overwrite to replace it or choose another --out") from None
 
 
 def check_settings(out: Path, settings: Mapping[str, Any], results_exist: bool) -> None:

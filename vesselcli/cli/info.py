@@ -11,7 +11,6 @@ imports torch.
 from __future__ import annotations
 
 import platform
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .. import __version__
-from ..engines.diagnose import Finding, GpuFacts
+from ..engines.diagnose import Finding, GpuFacts, installed_version
 
 #: Distributions that provide each backend (the first one installed is reported).
 BACKENDS = {
@@ -30,16 +29,6 @@ BACKENDS = {
     "torch": ("torch",),
     "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt-cu11"),
 }
-
-
-def installed_version(distributions: tuple[str, ...]) -> str | None:
-    """Version of the first installed distribution, found without importing it."""
-    for name in distributions:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
 
 
 def gpu_names() -> list[str]:

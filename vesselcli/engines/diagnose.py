@@ -165,8 +165,8 @@ def gather() -> GpuFacts:
         runtimes=runtimes,
         ort_cuda=ort_cuda,
         libraries={soname: find_library(soname, dirs) for soname in needed_libraries(major)},
-        tensorrt=_version(("tensorrt", "tensorrt-cu12", "tensorrt-cu13")),
-        torch=_version(("torch",)),
+        tensorrt=installed_version(("tensorrt", "tensorrt-cu12", "tensorrt-cu13")),
+        torch=installed_version(("torch",)),
     )
 
 
@@ -235,7 +235,8 @@ def find_library(soname: str, dirs: Iterable[Path]) -> str | None:
     return None
 
 
-def _version(distributions: tuple[str, ...]) -> str | None:
+def installed_version(distributions: tuple[str, ...]) -> str | None:
+    """Version of the first installed distribution, found without importing it."""
     for name in distributions:
         try:
             return metadata.version(name)

@@ -17,7 +17,6 @@ export; nothing here is imported until a plan is opened.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -25,20 +24,13 @@ from typing import Any
 
 import numpy as np
 
+from ..provenance import file_sha256
 from .base import ModelInfo
 from .errors import EngineUnavailable, ModelError
 from .metadata import check_batch, info_from_metadata, pad_to_multiple
 
 SIDE_FORMAT = 1
 IDENTITY_KEYS = ("gpu", "compute_capability", "tensorrt")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def plan_name(model: str, gpu: str, compute_capability: str, tensorrt: str, precision: str) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..imageio import write_atomic
+from ..runrecord import NotAJsonObject, read_json_object
 from .shards import Shard
 
 PARTS = "parts"
@@ -63,18 +64,11 @@ def write_manifest(path: Path, record: dict[str, Any]) -> None:
 def read_manifest(path: Path) -> dict[str, Any] | None:
     """A shard's record as written, None when there is none; ``PartError`` when damaged."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
+        return read_json_object(path)
+    except NotAJsonObject:
+        raise PartError(f"{path} is not a shard record (not a JSON object); delete it and rerun that shard") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PartError(f"cannot read {path}: {exc}") from None
-    try:
-        record = json.loads(text)
-    except ValueError:
-        record = None
-    if not isinstance(record, dict):
-        raise PartError(f"{path} is not a shard record (not a JSON object); delete it and rerun that shard")
-    return record
 
 
 def find_manifests(out: Path) -> dict[Shard, Path]:

@@ -171,21 +171,11 @@ def run_gate(fp32: Path, variant: Path, precision: str, data: Path, work: Path, 
     say("gate: timing both models")
     ms = {k: round(v, 2) for k, v in time_models({"fp32": fp32, precision: variant}).items()}
     passed = all(d["min_dice"] >= MIN_DICE for d in datasets.values()) and f1["fp32"] - f1[precision] <= MAX_F1_DROP
-    from .record import file_sha256
+    from ..provenance import cpu_model, file_sha256
 
     return {
         "precision": precision, "source": fp32.name, "source_sha256": file_sha256(fp32), "passed": passed,
         "min_dice": MIN_DICE, "max_f1_drop": MAX_F1_DROP, "datasets": datasets, "f1": f1,
         "ms_per_batch": ms, "batch": "x".join(map(str, TIMING_BATCH)),
-        "machine": f"{platform.machine()} {_cpu()}", "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": f"{platform.machine()} {cpu_model()}", "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"

@@ -16,13 +16,13 @@ shipped without ``make engine``) is never used.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..engines.errors import ModelError
+from ..provenance import file_sha256
 
 #: What ``--precision`` takes: ``auto`` picks the fastest variant that passed its gate.
 PRECISIONS = ("auto", "fp32", "int8")
@@ -38,14 +38,6 @@ def variant_path(model: Path, precision: str) -> Path:
 def gate_path(variant: Path) -> Path:
     """``default.int8.onnx`` -> ``default.int8.json``."""
     return Path(variant).with_suffix(".json")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
