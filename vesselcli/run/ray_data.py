@@ -70,7 +70,7 @@ class RayError(RuntimeError):
 class RayOptions:
     """``address``: ``local`` (start Ray here), ``auto`` (join the running cluster) or an address.
 
-    ``actors``: engine actors (None: one per GPU, else one per node); ``model``, ``engine``,
+    ``actors``: engine actors (None: see ``layout``); ``model``, ``engine``,
     ``device``, ``precision``: what each actor opens (as ``open_engine``). ``hook``: a picklable callable the
     actor calls with the names of each batch before inferring it (tests kill a worker there).
     """
