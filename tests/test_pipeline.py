@@ -269,3 +269,43 @@ def test_the_network_sees_only_the_fov_box_and_the_mask_comes_back_in_place(tmp_
     # A probability of 1 everywhere in the box: the mask is the FOV, at the image's own place.
     mask, result = stages.finish(job, np.ones((bh, bw), np.float32), 0.5)
     assert mask.shape == (200, 180) and (mask == job.fov).all() and result.vessel_pixels == int(job.fov.sum())
+
+
+class TwoAtOnce(DarkIsVessel):
+    """An engine that says two calls may run at once, and records how many did."""
+
+    concurrency = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self.running = self.most = 0
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        with self._lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            threading.Event().wait(0.05)  # long enough for the other batcher to arrive
+            return super().infer(batch)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+def test_an_engine_that_runs_two_calls_at_once_gets_two_and_the_outputs_do_not_change(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    for i in range(6):
+        write_fundus(src / f"{i}.png", 90 + 8 * i, 100, seed=i)
+    serial = config(tmp_path / "one", src)
+    parallel = config(tmp_path / "two", src)
+    engine = TwoAtOnce()
+    assert run(serial).done == 6
+    report = run(parallel, engine)
+    assert (report.done, report.failed, report.exit_code) == (6, 0, 0)
+    assert engine.most == 2  # two batchers fed the engine side by side
+    for i in range(6):
+        assert (serial.out / "masks" / f"{i}.png").read_bytes() == (parallel.out / "masks" / f"{i}.png").read_bytes(), i
+    drop = {"seconds"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in rows(serial)] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in rows(parallel)]
