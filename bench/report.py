@@ -266,7 +266,7 @@ def stages_section(r: Results) -> list[str]:
     for name, ms in st["stages"].items():
         lines.append(f"| {STAGE_LABELS.get(name, name)} | {ms:.1f} |")
     for name, ms in st["network"].items():
-        lines.append(f"| network, ONNX Runtime {name} (one image per core, all cores busy) | **{ms:.1f}** |")
+        lines.append(f"| network, ONNX Runtime {name} (all cores) | **{ms:.1f}** |")
     for name, ms in st.get("startup_ms", {}).items():
         lines.append(f"| start-up once per command: interpreter, imports, {name} session | {ms:.0f} (per command) |")
     around = sum(v for k, v in st["stages"].items() if k != "metrics")

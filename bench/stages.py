@@ -113,13 +113,8 @@ def time_stages(images: list[Path], engines: dict, repeats: int, truth_dir: Path
         logits = None
         for name, engine in engines.items():
             engine.infer(batch[:1])  # warm-up of this shape
-            # The pipeline keeps engine.concurrency images in flight (ONNX Runtime on the CPU: one
-            # per core): time that many copies of this image's tiles at once, per image.
-            copies = max(1, int(getattr(engine, "concurrency", 1)))
-            both = np.concatenate([batch] * copies)
-            t, logits = fastest(lambda: engine.infer(both), repeats)
-            logits = logits[: len(batch)]
-            net[name].append(t / copies)
+            t, logits = fastest(lambda: engine.infer(batch), repeats)
+            net[name].append(t)
         t, prob = fastest(lambda: sigmoid(logits), repeats)
         per["sigmoid"].append(t)
         model_probability = np.zeros(shape, np.float32)

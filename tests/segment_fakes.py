@@ -20,7 +20,6 @@ class DarkIsVessel:
 
     name = "fake"
     device = "cpu"
-    concurrency = 1
 
     def __init__(self, fov_diameter: float = 120.0, tile_multiple: int = 8, on_infer=None) -> None:  # noqa: ANN001
         self.info = ModelInfo(Preprocessing(fov_diameter=fov_diameter), 0.5, {"fake": True}, tile_multiple)

@@ -208,14 +208,3 @@ def test_onnxruntime_cpu_threads_sleep_instead_of_spinning(same) -> None:
     engine = open_engine(same[1], engine="onnxruntime", device="cpu")
     options = engine._session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
-
-
-def test_onnxruntime_on_the_cpu_runs_one_input_per_core_and_splits_batches(same) -> None:
-    engine = open_engine(same[1], engine="onnxruntime", device="cpu", threads=2)
-    assert engine.concurrency == 2
-    assert engine._session.get_session_options().intra_op_num_threads == 1
-    batch = np.random.default_rng(3).standard_normal((3, 1, 40, 48)).astype(np.float32)
-    whole = engine.infer(batch)  # split over two threads: inputs 0-1 and 2
-    one_by_one = np.concatenate([engine.infer(batch[i : i + 1]) for i in range(3)])
-    np.testing.assert_array_equal(whole, one_by_one)
-    engine.close()

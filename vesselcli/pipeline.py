@@ -54,7 +54,6 @@ from .tiling import TileSpec, flip_averaged, sliding_window, stream_tiled
 #: errno values that no other image could escape either: the run stops (files written stay).
 FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT})
 _DONE = object()  # end-of-stream marker put by each producer thread
-_ALL_READ = object()  # every reader has finished: passed from batcher to batcher
 
 
 class NoImagesError(ValueError):
@@ -232,18 +231,14 @@ class _Run:
         self.predicted: queue.Queue = queue.Queue(maxsize=config.workers)
         self.items: queue.SimpleQueue = queue.SimpleQueue()
         self._record_lock = threading.Lock()
-        self._readers_left = config.workers  # end markers the batchers still wait for
-        # One batcher per input the engine can run at once (ONNX Runtime on the CPU: one per core).
-        self._batchers = max(1, int(getattr(engine, "concurrency", 1)))
-        self._batchers_left = self._batchers
-        self._count_lock = threading.Lock()
+        self._readers_left = config.workers  # end markers the batcher still waits for
 
     def go(self, todo: list[Item]) -> None:
         for item in todo:
             self.items.put(item)
         workers = self.config.workers
         threads = [threading.Thread(target=self._reader, name=f"reader-{i}", daemon=True) for i in range(workers)]
-        threads += [threading.Thread(target=self._batcher, name=f"batcher-{i}", daemon=True) for i in range(self._batchers)]
+        threads.append(threading.Thread(target=self._batcher, name="batcher", daemon=True))
         threads += [threading.Thread(target=self._writer, name=f"writer-{i}", daemon=True) for i in range(workers)]
         for t in threads:
             t.start()
@@ -293,23 +288,10 @@ class _Run:
 
     # -- stage 2: tiling and inference -----------------------------------------------------
     def _jobs(self) -> Iterator[tuple[Job, np.ndarray]]:
-        """Prepared jobs for one batcher, until every reader has finished.
-
-        Several batchers share the ``prepared`` queue: the one that takes the last reader's end
-        marker puts ``_ALL_READ`` back, and every batcher that takes it passes it on and stops.
-        """
-        while True:
+        while self._readers_left:
             job = self.prepared.get()
-            if job is _ALL_READ:
-                self.prepared.put(_ALL_READ)
-                return
             if job is _DONE:
-                with self._count_lock:
-                    self._readers_left -= 1
-                    last = self._readers_left == 0
-                if last:
-                    self.prepared.put(_ALL_READ)
-                    return
+                self._readers_left -= 1
                 continue
             if self.stop.is_set():
                 continue  # dropped unwritten: the next run does it
@@ -338,12 +320,8 @@ class _Run:
             for _ in self._jobs():  # drain, so that readers blocked on the queue can finish
                 pass
         finally:
-            with self._count_lock:
-                self._batchers_left -= 1
-                last = self._batchers_left == 0
-            if last:  # the writers stop once every batcher has handed over its images
-                for _ in range(self.config.workers):
-                    self.predicted.put(_DONE)
+            for _ in range(self.config.workers):
+                self.predicted.put(_DONE)
 
     # -- stage 3: writers ------------------------------------------------------------------
     def _writer(self) -> None:

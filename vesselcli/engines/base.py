@@ -37,9 +37,6 @@ class Engine(Protocol):
     name: str  # "onnxruntime" | "torch" | "tensorrt"
     device: str  # e.g. "cpu", "cuda:0"
     info: ModelInfo
-    # How many ``infer`` calls may usefully run at once from different threads: ONNX Runtime
-    # on the CPU runs one input per core; 1 for engines that use the whole device per call.
-    concurrency: int
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """``(N, C, H, W) float32`` network input -> ``(N, 1, H, W) float32`` vessel logits."""

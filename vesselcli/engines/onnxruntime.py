@@ -9,7 +9,6 @@ import contextlib
 import io
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -78,17 +77,11 @@ def provider_error(printed: str) -> str:
 class OnnxRuntimeEngine:
     """An ``.onnx`` model in an ``onnxruntime.InferenceSession``.
 
-    ``device``: ``"cpu"`` or ``"cuda[:N]"``. On the CPU the session computes on the thread
-    that calls ``run`` (one intra-op thread, never spinning) and the cores this process may
-    run on (``threads`` overrides) are used by running that many inputs at once:
-    ``concurrency`` says how many calls may usefully run together, and ``infer`` splits a
-    batch across that many threads. One image per core beats one image on every core: the
-    U-Net's ~60 small operators each pay a fork/join when they are split across threads (INT8
-    DRIVE box of 544x544 on 2 cores: 69 ms per image split, 48 ms per image two at a time).
-    One inter-op thread (the U-Net is a chain with no parallel branches worth scheduling) and
-    all graph optimisations (constant folding, BatchNorm/Conv fusion, layout transforms).
-    ``infer`` pads H and W up to the model's ``tile_multiple`` by edge replication, as the
-    PyTorch network does, and crops back.
+    ``device``: ``"cpu"`` or ``"cuda[:N]"``. On the CPU the session uses every core this
+    process may run on (``threads`` overrides), one inter-op thread (the U-Net is a chain
+    with no parallel branches worth scheduling) and all graph optimisations (constant
+    folding, BatchNorm/Conv fusion, layout transforms). ``infer`` pads H and W up to the
+    model's ``tile_multiple`` by edge replication, as the PyTorch network does, and crops back.
     """
 
     name = "onnxruntime"
@@ -105,10 +98,8 @@ class OnnxRuntimeEngine:
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only: the provider fallback is reported by us
-        concurrency = 1
         if device == "cpu":
-            options.intra_op_num_threads = 1
-            concurrency = threads or cpu_threads()
+            options.intra_op_num_threads = threads or cpu_threads()
             providers: list = ["CPUExecutionProvider"]
         elif device.startswith("cuda"):
             if not cuda_provider_listed():
@@ -140,8 +131,6 @@ class OnnxRuntimeEngine:
             )
         self.device = device
         self.path = path
-        self.concurrency = concurrency
-        self._pool: ThreadPoolExecutor | None = None
         self.info: ModelInfo = info_from_metadata(self._session.get_modelmeta().custom_metadata_map, str(path))
         self.precision = str(self.info.metadata.get("precision", "fp32"))  # "int8" for a quantized variant
         self._input = self._session.get_inputs()[0].name
@@ -152,23 +141,8 @@ class OnnxRuntimeEngine:
         array = check_batch(batch, self.info)
         height, width = array.shape[2:]
         array = pad_to_multiple(array, self.info)
-        parts = min(self.concurrency, len(array))
-        if parts == 1:
-            logits = self._run(array)
-        else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.concurrency - 1, thread_name_prefix="onnxruntime")
-            chunks = np.array_split(array, parts)
-            others = [self._pool.submit(self._run, chunk) for chunk in chunks[1:]]
-            logits = np.concatenate([self._run(chunks[0])] + [f.result() for f in others])
+        (logits,) = self._session.run([self._output], {self._input: array})
         return np.ascontiguousarray(logits[:, :, :height, :width], dtype=np.float32)
 
-    def _run(self, array: np.ndarray) -> np.ndarray:
-        (logits,) = self._session.run([self._output], {self._input: np.ascontiguousarray(array)})
-        return logits
-
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
         self._session = None  # type: ignore[assignment]

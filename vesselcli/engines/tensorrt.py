@@ -134,7 +134,6 @@ class TensorRTEngine:
     """
 
     name = "tensorrt"
-    concurrency = 1  # one call uses the whole device (all CPU threads or the GPU)
 
     def __init__(self, plan: Path | str, device: str = "cuda:0") -> None:
         plan = Path(plan)

@@ -25,7 +25,6 @@ class TorchEngine:
     """
 
     name = "torch"
-    concurrency = 1  # one call uses the whole device (all CPU threads or the GPU)
 
     def __init__(self, path: Path | str, device: str = "cpu", precision: str = "fp32", threads: int | None = None) -> None:
         import torch
