@@ -9,7 +9,9 @@ Ray started for them (several seconds each time).
 from __future__ import annotations
 
 import csv
+import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,7 @@ def test_ray_local_equals_one_process(one_process: Path, model_file: Path, monke
     def spy(address: str):  # noqa: ANN202 - the ray module
         module = connect(address)
         started.append(module.cluster_resources())
+        started.append(descendants(os.getpid()))  # GCS, raylet, monitor, dashboard, workers
         return module
 
     monkeypatch.setattr(ray_data, "connect", spy)
@@ -66,11 +69,49 @@ def test_ray_local_equals_one_process(one_process: Path, model_file: Path, monke
     assert result.exit_code == 0, result.output
     assert started and started[0].get("CPU", 0) >= 1  # started here by --ray local
     assert not ray.is_initialized()  # and stopped by the run that started it, not at the interpreter's exit
+    assert len(started[1]) >= 3 and not alive(started[1]), "Ray's processes outlived the run"
     assert "4 images, Ray (local)" in result.output
     assert_same_outputs(one_process / "one", out)
     again = CliRunner().invoke(main, ["segment", str(one_process / "in"), "-o", str(out), "--model",
                                       str(model_file), "--ray", "local"])
     assert again.exit_code == 0 and "skipping 4 image(s) already done" in again.output
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """``{pid: name}`` of every process below ``pid`` (from /proc)."""
+    parents: dict[int, list[tuple[int, str]]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+        parents.setdefault(int(rest[1]), []).append((int(entry.name), name))
+    found, todo = {}, [pid]
+    while todo:
+        for child, name in parents.get(todo.pop(), []):
+            found[child] = name
+            todo.append(child)
+    return found
+
+
+def alive(pids: dict[int, str], wait_s: float = 5.0) -> dict[int, str]:
+    """Those of ``pids`` still running (not exited, not a zombie) after up to ``wait_s`` seconds."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        running = {}
+        for pid, name in pids.items():
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z":
+                running[pid] = name
+        if not running or time.monotonic() > deadline:
+            return running
+        time.sleep(0.1)
 
 
 def run_with_hook(source: Path, out: Path, model_file: Path, hook) -> tuple[object, list[str]]:  # noqa: ANN001

@@ -307,8 +307,28 @@ def run(
             # Stop the Ray this run started (local) or leave the cluster it joined, now: Ray's
             # own exit hook would do the same, after a half-second pause for log lines we
             # do not print (log_to_driver=False).
-            ray.shutdown()
+            shutdown(ray)
     return ledger.report
+
+
+def shutdown(ray) -> None:  # noqa: ANN001 - the ray module
+    """``ray.shutdown()``, a second sooner for a cluster this process started.
+
+    Ray stops its processes one by one, giving each a second to exit on SIGTERM. Its autoscaler
+    monitor spends that second trying to report its own end to the GCS, already stopped
+    before it, and is then SIGKILLed: killing it first (it holds nothing: this process's
+    cluster ends here) does what Ray does a second later. Reaches into Ray's private node
+    object; where that is not there (another Ray version), Ray's own shutdown does it all.
+    """
+    try:
+        node = ray._private.worker._global_node
+        monitors = node.all_processes.get("monitor", []) if node is not None and node.is_head() else []
+        for info in monitors:
+            info.process.kill()
+            info.process.wait(timeout=1)
+    except Exception:  # noqa: BLE001 - any failure here only costs the second back
+        pass
+    ray.shutdown()
 
 
 def _dataset(ray, config, partners, info, options, todo):  # noqa: ANN001, ANN202 - ray objects
