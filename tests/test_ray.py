@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from click.testing import CliRunner
@@ -42,11 +43,11 @@ def one_process(tmp_path_factory: pytest.TempPathFactory, drive_root: Path, mode
 
 
 @pytest.fixture(scope="module")
-def ray_running() -> None:
+def ray_running() -> Iterator[None]:
     """Ray on this machine for the tests that call ``ray_data.run`` (a run leaves running a Ray it did not start)."""
     ray = ray_data.connect("local")
     yield
-    ray.shutdown()
+    ray_data.shutdown(ray)
 
 
 def test_ray_local_equals_one_process(one_process: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
