@@ -237,7 +237,8 @@ def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str
         from ..engines import choose_engine
 
         # with --ray the driver only reads the model's description: the actors choose their own engine
-        selection = (choose_engine(model, engine, device, precision=precision) if ray is None
+        selection = (choose_engine(model, engine, device, precision=precision,
+                                   parallel_calls=pipeline.CPU_PARALLEL_CALLS) if ray is None
                      else choose_engine(model, "auto", "cpu", precision=precision))
     except ModelError as exc:
         raise click.UsageError(f"cannot use the model: {exc}") from None
