@@ -60,3 +60,15 @@ def test_no_module_imports_one_that_imports_it_back() -> None:
     cycles = {" -> ".join(c) for name in graph if (c := _cycle_from(graph, name))}
     assert not cycles, "import cycles:\n" + "\n".join(sorted(cycles))
     assert "vesselcli.export" in graph and "vesselcli.export_tensorrt" in graph  # the graph was read
+
+
+def test_segment_imports_neither_the_other_commands_nor_what_only_they_need() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from vesselcli.cli import main; main(['segment', '--help'], standalone_mode=False); "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('vesselcli.cli.') "
+            "or m in ('importlib.metadata', 'skimage', 'scipy', 'torch', 'pydicom', 'highdicom', 'ray'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.splitlines()[-1].split() == ["vesselcli.cli.params", "vesselcli.cli.segment"]
+    assert "Usage:" in out  # the command ran
