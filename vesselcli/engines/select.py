@@ -302,9 +302,11 @@ def open_engine(
     *,
     precision: str = "auto",
     threads: int | None = None,
+    parallel_calls: int = 1,
 ) -> Engine:
     """The engine ``choose_engine`` picks; see there."""
-    return choose_engine(model, engine, device, precision=precision, threads=threads).engine
+    return choose_engine(model, engine, device, precision=precision, threads=threads,
+                         parallel_calls=parallel_calls).engine
 
 
 def _mismatch_message(engine: str, path: Path, device: str) -> str:
