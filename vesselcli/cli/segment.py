@@ -21,11 +21,6 @@ from pathlib import Path
 from typing import Iterator
 
 import click
-from rich import box
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
-from rich.table import Table
-from rich.text import Text
 
 from .. import pipeline
 from ..config import DEFAULT_BATCH_SIZE, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, DEFAULT_WORKERS, SCALE_RULES, SegmentConfig
@@ -41,6 +36,7 @@ from ..run.ray_data import RayOptions
 from ..run.shards import Shard, ShardError, parse_shard
 from ..runrecord import SettingsMismatchError
 from ..variants.record import PRECISIONS
+from .console import Lines, error_console, progress_bar
 from .params import name_pattern
 
 
@@ -63,14 +59,6 @@ def _check_shard(ctx: click.Context, param: click.Parameter, value: str | None) 
         return parse_shard(value, os.environ)
     except ShardError as exc:
         raise click.BadParameter(str(exc)) from None
-
-
-class RateColumn(ProgressColumn):
-    """Images per second so far."""
-
-    def render(self, task) -> Text:  # noqa: ANN001 - rich's Task
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:.2f} img/s" if speed else "- img/s", style="progress.data.speed")
 
 
 @contextmanager
@@ -200,7 +188,7 @@ def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: P
             require_highdicom()
         except MissingExtraError as exc:
             raise click.UsageError(str(exc)) from None
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = error_console(quiet)
     options = _plain(click.get_current_context().params)
     ray = None if ray_address is None else RayOptions(ray_address, ray_actors, model, engine, device, precision)
     try:
@@ -222,7 +210,7 @@ def _plain(value: object) -> object:
     return value
 
 
-def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str, precision: str, err: Console,
+def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str, precision: str, err: Lines,
              quiet: bool, options: dict, ray: RayOptions | None = None) -> int:
     """Plan, open the engine, run; returns the exit code (usage errors raise click exceptions).
 
@@ -264,7 +252,7 @@ def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str
     return report.exit_code
 
 
-def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, quiet: bool,  # noqa: ANN001
+def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Lines, quiet: bool,  # noqa: ANN001
          options: dict, ray: RayOptions | None) -> tuple[Report, float]:
     """Run the pipeline under a progress bar and the signal handlers; (report, seconds it ran)."""
     for line in the_plan.unlisted:
@@ -286,9 +274,7 @@ def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, q
         which = f", shard {config.shard}" if config.shard is not None else ""
         err.print(f"{len(the_plan.items)} images{which}, {where}, threshold {threshold:.3f}", markup=False)
     stop = threading.Event()
-    columns = (TextColumn("segmenting"), BarColumn(), MofNCompleteColumn(), RateColumn(), TextColumn("ETA"),
-               TimeRemainingColumn())
-    progress = Progress(*columns, console=err, transient=True, disable=quiet or not err.is_terminal)
+    progress = progress_bar(err, quiet)
     task = progress.add_task("segment", total=None)
     started = time.perf_counter()
 
@@ -330,7 +316,7 @@ def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, q
     return report, time.perf_counter() - started
 
 
-def write_report(out: Path, err: Console, quiet: bool) -> None:
+def write_report(out: Path, err: Lines, quiet: bool) -> None:
     """OUT/report.html for the run so far; a page that cannot be built is a warning, not a failure."""
     from ..analysis.html_report import ReportError, build_report
 
@@ -357,6 +343,10 @@ def _print_summary(report: Report, config: SegmentConfig, seconds: float) -> Non
 def print_summary(report: Report, with_truth: bool, seconds: float, where: list[tuple[str, str]],
                   title: str = "vesselseg segment") -> None:
     """The summary table on stdout: counts, means, speed (when ``seconds``), then ``where`` rows."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(box=box.SIMPLE_HEAD, show_header=False, pad_edge=False, title=title)
     table.add_column(justify="right", style="bold")
     table.add_column()
@@ -377,7 +367,7 @@ def print_summary(report: Report, with_truth: bool, seconds: float, where: list[
     Console().print(table)
 
 
-def _print_ending(report: Report, err: Console) -> None:
+def _print_ending(report: Report, err: Lines) -> None:
     if report.fatal:
         err.print(f"error: {report.fatal}", markup=False)
     if report.interrupted_by is not None:
