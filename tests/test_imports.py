@@ -88,3 +88,17 @@ def test_a_quiet_segment_run_imports_no_rich_scikit_image_or_scipy(tmp_path: Pat
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "out" / "masks" / "a.png").is_file()
     assert done.stdout.splitlines()[-1] == "-"
+
+
+def test_the_cli_keeps_numpy_from_starting_a_blas_thread_pool_unless_asked() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, vesselcli.cli, numpy; print(os.environ.get('OPENBLAS_NUM_THREADS'))"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
+    assert out.stdout.strip() == "1"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
+                         env={**env, "OPENBLAS_NUM_THREADS": "3"})
+    assert out.stdout.strip() == "3"  # the user's choice stands
