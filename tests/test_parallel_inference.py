@@ -79,6 +79,20 @@ def test_stopping_with_two_inference_threads_ends_the_run(tmp_path: Path) -> Non
         line.split(",")[0] for line in (cfg.out / "results.csv").read_text().splitlines()[1:])
 
 
+def test_auto_batch_is_one_tile_per_call_for_parallel_calls_and_two_otherwise(tmp_path: Path) -> None:
+    auto = SegmentConfig(inputs=(), out=tmp_path)
+    assert auto.tile_spec(8, parallel_calls=2).batch == 1
+    assert auto.tile_spec(8).batch == 2
+    chosen = SegmentConfig(inputs=(), out=tmp_path, batch_size=3)
+    assert chosen.tile_spec(8, parallel_calls=2).batch == chosen.tile_spec(8).batch == 3
+    for i in range(4):
+        write_fundus(tmp_path / "in" / f"{i}.png", 96, 100, seed=i)  # same size: batches could form
+    engine = TwoCallsAtOnce()
+    cfg = SegmentConfig(inputs=(tmp_path / "in",), out=tmp_path / "out", tile_size=128, tile_overlap=8)
+    assert pipeline.run(cfg, pipeline.plan(cfg), engine).done == 4
+    assert [shape[0] for shape in engine.batches] == [1, 1, 1, 1]
+
+
 def test_onnx_runtime_on_the_cpu_splits_the_cores_between_its_calls(model_file: Path) -> None:
     from vesselcli.engines.onnxruntime import OnnxRuntimeEngine, cpu_threads
 

@@ -238,7 +238,7 @@ class _Run:
         self.on_result = on_result
         self.identifiers: ResultsWriter | None = identifiers  # identifiers.csv, with --keep-identifiers
         self.threshold = config.threshold if config.threshold is not None else float(engine.info.threshold)
-        self.spec = config.tile_spec(engine.info.tile_multiple, engine.info.fixed_tile)
+        self.spec = config.tile_spec(engine.info.tile_multiple, engine.info.fixed_tile, inference_threads(engine))
         # Crop to the FOV's box on the model's pooling grid; a fixed-tile engine pads anyway.
         self._align = max(1, engine.info.tile_multiple)
         self._predict = predictor(engine, config.tta)

@@ -23,7 +23,8 @@ from typing import Iterator
 import click
 
 from .. import pipeline
-from ..config import DEFAULT_BATCH_SIZE, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, DEFAULT_WORKERS, SCALE_RULES, SegmentConfig
+from ..config import (DEFAULT_BATCH_SIZE, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, DEFAULT_WORKERS, PARALLEL_BATCH_SIZE,
+                      SCALE_RULES, SegmentConfig)
 from ..discover import LinkedOutputError
 from ..engines.errors import ModelError
 from ..engines.select import ENGINES
@@ -115,8 +116,9 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
               help="Vessel where probability >= T. Default: the model's own.")
 @click.option("--workers", type=click.IntRange(1, 64), default=DEFAULT_WORKERS, show_default=True,
               help="Reader threads and writer threads (each).")
-@click.option("--batch-size", type=click.IntRange(1, 1024), default=DEFAULT_BATCH_SIZE, show_default=True,
-              help="Tiles per engine call (taken across images).")
+@click.option("--batch-size", type=click.IntRange(1, 1024), default=None, show_default="auto",
+              help=f"Tiles per engine call (taken across images); auto: {PARALLEL_BATCH_SIZE} when the engine runs "
+                   f"{pipeline.CPU_PARALLEL_CALLS} calls at once (ONNX Runtime on the CPU), else {DEFAULT_BATCH_SIZE}.")
 @click.option("--tile-size", type=click.IntRange(16, 8192), default=DEFAULT_TILE_SIZE, show_default=True,
               help="Tile side in pixels at the model's scale (rounded up to the model's multiple).")
 @click.option("--tile-overlap", type=click.IntRange(0, 8191), default=DEFAULT_TILE_OVERLAP, show_default=True,
@@ -149,7 +151,7 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
               help="With --ray: engine actors (default: one per GPU, else one per node).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary; errors still go to stderr.")
 def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: Path | None, gt_pattern: str | None,
-            model: Path | None, engine: str, device: str, precision: str, threshold: float | None, workers: int, batch_size: int,
+            model: Path | None, engine: str, device: str, precision: str, threshold: float | None, workers: int, batch_size: int | None,
             tile_size: int, tile_overlap: int, tta: bool, save_probabilities: bool, no_overlays: bool,
             overwrite: bool, max_pixels: int, pixel_size_um: float | None, dicom_seg: bool,
             keep_identifiers: bool, scale_rule: str, shard: Shard | None, ray_address: str | None,
