@@ -18,7 +18,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import click
 
@@ -31,14 +31,15 @@ from ..engines.select import ENGINES
 from ..imageio import DEFAULT_MAX_PIXELS
 from ..lock import LockedError
 from ..report import CsvMismatchError, ImageResult, Report
-from ..run import ray_data
 from ..run.parts import PartPaths
-from ..run.ray_data import RayOptions
 from ..run.shards import Shard, ShardError, parse_shard
 from ..runrecord import SettingsMismatchError
 from ..variants.record import PRECISIONS
 from .console import Lines, error_console, progress_bar
 from .params import name_pattern
+
+if TYPE_CHECKING:  # Ray Data's module is imported only by --ray runs
+    from ..run.ray_data import RayOptions
 
 
 class Refused(click.ClickException):
@@ -192,7 +193,11 @@ def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: P
             raise click.UsageError(str(exc)) from None
     err = error_console(quiet)
     options = _plain(click.get_current_context().params)
-    ray = None if ray_address is None else RayOptions(ray_address, ray_actors, model, engine, device, precision)
+    ray = None
+    if ray_address is not None:
+        from ..run.ray_data import RayOptions
+
+        ray = RayOptions(ray_address, ray_actors, model, engine, device, precision)
     try:
         code = _segment(config, model, engine, device, precision, err, quiet, options, ray)
     except KeyboardInterrupt:  # Ctrl-C while finding images or loading the model: nothing written yet
@@ -303,10 +308,7 @@ def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Lines, qui
                 report = pipeline.run(config, the_plan, engine, stop, on_start=on_start, on_result=on_result,
                                       options=options)
             else:
-                report = ray_data.run(config, the_plan, engine, ray, stop, on_start=on_start,
-                                      on_result=on_result, options=options)
-        except ray_data.RayError as exc:
-            raise Refused(str(exc)) from None
+                report = _run_on_ray(config, the_plan, engine, ray, stop, on_start, on_result, options)
         except LockedError as exc:
             raise Refused(str(exc)) from None
         except (CsvMismatchError, SettingsMismatchError, LinkedOutputError) as exc:
@@ -316,6 +318,18 @@ def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Lines, qui
     if received:
         report.interrupted_by = received[0]
     return report, time.perf_counter() - started
+
+
+def _run_on_ray(config: SegmentConfig, the_plan: pipeline.Plan, engine, ray: RayOptions,  # noqa: ANN001
+                stop: threading.Event, on_start, on_result, options: dict) -> Report:  # noqa: ANN001
+    """``ray_data.run``, its own refusals (Ray missing, no cluster) as ``Refused``."""
+    from ..run import ray_data
+
+    try:
+        return ray_data.run(config, the_plan, engine, ray, stop, on_start=on_start, on_result=on_result,
+                            options=options)
+    except ray_data.RayError as exc:
+        raise Refused(str(exc)) from None
 
 
 def write_report(out: Path, err: Lines, quiet: bool) -> None:
