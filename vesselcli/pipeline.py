@@ -10,8 +10,9 @@
 There is one inference thread per call the engine is set up to run at once
 (``parallel_calls``, see ``inference_threads``): ONNX Runtime on the CPU opened by ``segment``
 runs two calls of half the cores each, which kept a 2-core machine busier than one call on
-both cores (50 against 61 ms per DRIVE image, INT8, quiet): one call's single-threaded
-stretches and the Python threads around it no longer leave a core idle.
+both cores (the INT8 model of commit 704b25f, quiet: 50 against 61 ms per DRIVE image): a
+call on both cores waits at each parallel section for its slower thread, so any reader or
+writer thread stalls it; two single-threaded calls just share the cores.
 
 The queues are bounded, so memory holds a fixed number of images however many there are.
 One broken image is one ``error`` row and one call of ``on_result``; the run goes on.
