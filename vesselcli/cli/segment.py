@@ -28,7 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import pipeline
-from ..config import DEFAULT_BATCH_SIZE, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, DEFAULT_WORKERS, SCALE_RULES, SegmentConfig
+from ..config import DEFAULT_BATCH_SIZE, DEFAULT_TILE_OVERLAP, DEFAULT_WORKERS, SCALE_RULES, SEGMENT_TILE_SIZE, SegmentConfig
 from ..discover import LinkedOutputError
 from ..engines.errors import ModelError
 from ..engines.select import ENGINES
@@ -129,8 +129,9 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
               help="Reader threads and writer threads (each).")
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=DEFAULT_BATCH_SIZE, show_default=True,
               help="Tiles per engine call (taken across images).")
-@click.option("--tile-size", type=click.IntRange(16, 8192), default=DEFAULT_TILE_SIZE, show_default=True,
-              help="Tile side in pixels at the model's scale (rounded up to the model's multiple).")
+@click.option("--tile-size", type=click.IntRange(16, 8192), default=SEGMENT_TILE_SIZE, show_default=True,
+              help="Largest tile side in pixels at the model's scale (rounded up to the model's multiple); "
+                   "tiles are shaped to the image.")
 @click.option("--tile-overlap", type=click.IntRange(0, 8191), default=DEFAULT_TILE_OVERLAP, show_default=True,
               help="Least overlap of neighbouring tiles in pixels; must be below --tile-size.")
 @click.option("--scale-rule", type=click.Choice(SCALE_RULES), default="fov", show_default=True,
