@@ -51,9 +51,10 @@ def timed(folder: Path, rule: str, code: Path, overlays: bool, out: Path) -> tup
     command = [sys.executable, "-m", "vesselcli", "segment", str(folder), "--out", str(out), "-q", "--scale-rule", rule]
     if not overlays:
         command.append("--no-overlays")
+    # Run from inside the checkout too: ``python -m`` puts the working directory before PYTHONPATH.
     env = {**os.environ, "PYTHONPATH": str(code.resolve())}
     before = _children_cpu()
-    wall = run_once(command, env=env).wall_s
+    wall = run_once(command, cwd=code.resolve(), env=env).wall_s
     cpu = _children_cpu() - before
     with open(out / "results.csv", newline="") as handle:
         seconds = [float(row["seconds"]) for row in csv.DictReader(handle)]

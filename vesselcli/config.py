@@ -44,8 +44,9 @@ class SegmentConfig:
     taken per image from a DICOM input's Pixel Spacing). ``dicom_seg``: also write a DICOM
     Segmentation per DICOM input; ``keep_identifiers``: also write the DICOM inputs' patient
     identifiers to ``identifiers.csv`` (otherwise none is written anywhere in OUT).
-    ``scale_rule``: "fov" (scale by the FOV diameter) or "calibre" (``vesselcli.calibre``: never
-    shrink more than 2x, and rescale by the vessels' width where a first look finds them too wide).
+    ``scale_rule``: "calibre" (the default, ``vesselcli.calibre``: the FOV rule's scale, but never
+    shrink more than 2x, and rescale by the vessels' width where a first look finds them too
+    wide) or "fov" (scale by the FOV diameter alone).
     ``shard``: do only the images of this shard (``vesselcli.run.shards``), recording them in
     ``OUT/parts``.
     """
@@ -67,7 +68,7 @@ class SegmentConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     dicom_seg: bool = False
     keep_identifiers: bool = False
-    scale_rule: str = "fov"
+    scale_rule: str = "calibre"
     pixel_size_um: float | None = None
     shard: Shard | None = None
 

@@ -134,10 +134,10 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
                    "tiles are shaped to the image.")
 @click.option("--tile-overlap", type=click.IntRange(0, 8191), default=DEFAULT_TILE_OVERLAP, show_default=True,
               help="Least overlap of neighbouring tiles in pixels; must be below --tile-size.")
-@click.option("--scale-rule", type=click.Choice(SCALE_RULES), default="fov", show_default=True,
-              help="fov: scale each image so its field of view is the model's; calibre: then rescale so the "
-                   "vessels found have the model's calibre (a first look, then the real pass; for photographs "
-                   "without a dark border or with unusual resolution).")
+@click.option("--scale-rule", type=click.Choice(SCALE_RULES), default="calibre", show_default=True,
+              help="calibre: scale each image so its field of view is the model's, but never shrink it more "
+                   "than 2x, and rescale it where the vessels a first look finds are wider than the model's "
+                   "(photographs without a dark border); fov: by the field of view alone (before 0.x: the default).")
 @click.option("--tta", is_flag=True, help="Average the four flips of each tile (4x slower, slightly smoother).")
 @click.option("--save-probabilities", is_flag=True, help="Also write 8-bit vessel probability maps.")
 @click.option("--no-overlays", is_flag=True, help="Do not write overlays.")
