@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 
 from vesselcli.overlay import (
-    ALPHA, FALSE_NEGATIVE, FALSE_POSITIVE, OUTSIDE_DIM, TRUE_POSITIVE, VESSEL, overlay, tint_table,
+    ALPHA,
+    FALSE_NEGATIVE,
+    FALSE_POSITIVE,
+    OUTSIDE_DIM,
+    TRUE_POSITIVE,
+    VESSEL,
+    overlay,
+    tint_table,
 )
 
 

@@ -3,6 +3,8 @@ against answers computed by hand with a position-dependent predictor, full batch
 images, per-batch failures, flips; resizing round trips."""
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -304,7 +306,7 @@ def test_tiles_shaped_to_the_image_are_the_fewest_and_shortest_that_cover_it(len
     fewest = len(tile_origins(length, size, overlap))  # square tiles of the full size
     assert len(origins) == fewest
     assert origins[0] == 0 and origins[-1] + side == length
-    assert all(b - a <= side - overlap for a, b in zip(origins, origins[1:]))  # the overlap asked, at least
+    assert all(b - a <= side - overlap for a, b in pairwise(origins))  # the overlap asked, at least
     if side - multiple > overlap:  # one multiple shorter and the same count would not cover the axis
         shorter = side - multiple
         assert (fewest - 1) * (shorter - overlap) + shorter < length
