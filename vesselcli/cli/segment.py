@@ -137,7 +137,7 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
 @click.option("--scale-rule", type=click.Choice(SCALE_RULES), default="calibre", show_default=True,
               help="calibre: scale each image so its field of view is the model's, but never shrink it more "
                    "than 2x, and rescale it where the vessels a first look finds are wider than the model's "
-                   "(photographs without a dark border); fov: by the field of view alone (the default until issue 15).")
+                   "(photographs without a dark border); fov: by the field of view alone (the earlier default).")
 @click.option("--tta", is_flag=True, help="Average the four flips of each tile (4x slower, slightly smoother).")
 @click.option("--save-probabilities", is_flag=True, help="Also write 8-bit vessel probability maps.")
 @click.option("--no-overlays", is_flag=True, help="Do not write overlays.")
