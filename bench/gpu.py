@@ -30,6 +30,7 @@ from vesselcli.engines import EngineUnavailable, ModelError, shipped_model, sigm
 from vesselcli.engines.onnxruntime import OnnxRuntimeEngine
 from vesselcli.imageio import read_image, read_mask
 from vesselcli.metrics import confusion, dice
+from vesselcli.protocols import drive_test_set, fov_masks
 from vesselcli.preprocess import Preprocessing, prepare
 
 #: Dice of a variant's masks against the CPU's FP32 masks needed to pass.
@@ -38,13 +39,15 @@ FLOORS = {"fp32": 0.999, "fp16": 0.99, "bf16": 0.99}
 
 def drive_batch(data: Path, pre: Preprocessing, batch: int, tile: int) -> np.ndarray:
     """``(batch, 1, tile, tile) float32``: DRIVE test images at model scale, zero-padded, repeated to fill."""
-    images = sorted((data / "DRIVE" / "test" / "images").glob("*.tif"))
-    if not images:
-        raise SystemExit(f"no DRIVE test images in {data / 'DRIVE' / 'test' / 'images'}; pass --data")
+    try:
+        test = drive_test_set(data)
+    except FileNotFoundError as exc:
+        raise SystemExit(str(exc)) from None
+    masks = fov_masks(test)
     out = np.zeros((batch, 1, tile, tile), np.float32)
     for i in range(batch):
-        path = images[i % len(images)]
-        x, _ = prepare(read_image(path), read_mask(data / "DRIVE" / "test" / "mask" / (path.stem + "_mask.gif")), pre)
+        path = test.images[i % len(test.images)]
+        x, _ = prepare(read_image(path), read_mask(masks[path]), pre)
         h, w = min(tile, x.shape[1]), min(tile, x.shape[2])
         out[i, :, :h, :w] = x[:, :h, :w]
     return out

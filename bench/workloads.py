@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from vesselcli.imageio import encode_jpeg, read_image, write_atomic
+from vesselcli.protocols import drive_test_set
 
 #: (width, height) of the size-scaling runs: DRIVE, CHASE_DB1, half HRF, HRF.
 FRAME_SIZES: tuple[tuple[int, int], ...] = ((565, 584), (999, 960), (1752, 1168), (3504, 2336))
@@ -26,11 +27,7 @@ FRAME_SIZES: tuple[tuple[int, int], ...] = ((565, 584), (999, 960), (1752, 1168)
 
 def drive_images(data: Path) -> list[Path]:
     """The DRIVE test photographs, sorted; a clear error when the dataset is absent."""
-    folder = data / "DRIVE" / "test" / "images"
-    files = sorted(p for p in folder.glob("*") if p.is_file() and not p.name.startswith("."))
-    if not files:
-        raise FileNotFoundError(f"no DRIVE test images in {folder}: pass --data pointing at the folder holding DRIVE/")
-    return files
+    return list(drive_test_set(data).images)
 
 
 def count_set(sources: list[Path], count: int, root: Path) -> Path:

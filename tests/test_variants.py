@@ -79,7 +79,7 @@ def _calibration(n: int = 3) -> list[np.ndarray]:
     return [rng.standard_normal((1, 40, 48)).astype(np.float32) for _ in range(n)]
 
 
-def test_quantized_model_keeps_its_description_and_its_sensitive_layers_in_float32(same, tmp_path) -> None:
+def test_quantized_model_keeps_its_description_and_its_first_convolution_in_float32(same, tmp_path) -> None:
     import onnx
 
     from vesselcli.variants.quantize import quantize_int8, sensitive_nodes
@@ -89,16 +89,38 @@ def test_quantized_model_keeps_its_description_and_its_sensitive_layers_in_float
     model = onnx.load(str(out))
     produced_by = {o: n for n in model.graph.node for o in n.output}
     convs = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    assert not [n for n in convs if n.op_type == "ConvTranspose"]  # no float32 upsampling left (see variants.upsample)
     dequantized = [produced_by.get(n.input[1]) is not None and produced_by[n.input[1]].op_type == "DequantizeLinear" for n in convs]
-    assert dequantized[0] is False and dequantized[-1] is False  # first convolution and head stay float32
-    assert all(dequantized[1:-1])  # every other convolution has INT8 weights
-    assert {n.name for n in convs[:1] + convs[-1:]} == set(sensitive_nodes(onnx.load(str(fp32))))
+    assert dequantized[0] is False  # the first convolution stays float32
+    assert all(dequantized[1:])  # every other convolution, the head and the upsamplings included, has INT8 weights
+    assert [convs[0].name] == sensitive_nodes(onnx.load(str(fp32)))
     engine, reference = open_engine(out, "onnxruntime", "cpu", precision="fp32"), open_engine(fp32, "onnxruntime", "cpu")
     assert engine.precision == "int8" and reference.precision == "fp32"
     assert engine.info.threshold == reference.info.threshold and engine.info.preprocessing == reference.info.preprocessing
     batch = _calibration(2)
     a, b = engine.infer(np.stack(batch)), reference.infer(np.stack(batch))
     assert a.shape == b.shape and np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.95
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 40, 48), (2, 1, 64, 32), (1, 1, 8, 8)])
+def test_upsampling_rewrite_is_the_same_function_without_transposed_convolutions(same, shape) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    from vesselcli.variants.upsample import pixel_shuffle_upsampling
+
+    _, fp32 = same
+    source = onnx.load(str(fp32))
+    rewritten = pixel_shuffle_upsampling(source)
+    assert any(n.op_type == "ConvTranspose" for n in source.graph.node)  # the rewrite has work to do, and leaves the source be
+    assert not any(n.op_type == "ConvTranspose" for n in rewritten.graph.node)
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    outputs = []
+    for model in (source, rewritten):
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        outputs.append(session.run(None, {session.get_inputs()[0].name: x})[0])
+    assert outputs[0].shape == outputs[1].shape == (shape[0], 1, *shape[2:])
+    np.testing.assert_allclose(outputs[1], outputs[0], rtol=0, atol=1e-5)
 
 
 def test_choose_engine_runs_the_int8_variant_and_explains_why(same, tmp_path) -> None:

@@ -171,16 +171,16 @@ def drive_tiles(drive_root: Path, pre: Preprocessing, tile: int, images: int = 4
     optic disc and the FOV border.
     """
     from .imageio import read_image, read_mask
+    from .protocols import drive_test_set, fov_masks
 
-    root = Path(drive_root) / "test"
-    names = sorted((root / "images").glob("*_test.tif"))[:images]
-    if not names:
-        raise ExportError(f"no DRIVE test images (*_test.tif) under {root / 'images'}")
+    try:
+        test = drive_test_set(Path(drive_root).parent)
+    except FileNotFoundError as exc:
+        raise ExportError(str(exc)) from None
+    masks = fov_masks(test)
     tiles = []
-    for path in names:
-        rgb = read_image(path)
-        fov = read_mask(root / "mask" / path.name.replace("_test.tif", "_test_mask.gif"))
-        x, _ = prepare(rgb, fov, pre)
+    for path in test.images[:images]:
+        x, _ = prepare(read_image(path), read_mask(masks[path]), pre)
         x = np.pad(x, ((0, 0), (0, max(0, tile - x.shape[1])), (0, max(0, tile - x.shape[2]))))
         h, w = x.shape[1:]
         corners = {((h - tile) // 2, (w - tile) // 2), (0, 0), (h - tile, 0), ((h - tile) // 2, w - tile)}

@@ -70,3 +70,22 @@ def evaluation_sets(data: Path) -> list[EvaluationSet]:
     if drive512.is_dir():
         sets.append(EvaluationSet("DRIVE-512", tuple(image_files(drive512 / "images")), drive512 / "masks", None, True))
     return sets
+
+
+def drive_test_set(data: Path) -> EvaluationSet:
+    """DRIVE's 20 test images (``evaluation_sets``' first); ``FileNotFoundError`` saying where it looked."""
+    found = [s for s in evaluation_sets(data) if s.name == "DRIVE" and s.images]
+    if not found:
+        raise FileNotFoundError(f"no DRIVE test images in {Path(data) / 'DRIVE' / 'test' / 'images'}: "
+                                "pass --data (or set VESSELSEG_DATA) pointing at the folder holding DRIVE/")
+    return found[0]
+
+
+def fov_masks(evaluation: EvaluationSet) -> dict[Path, Path]:
+    """Each image's FOV mask file, paired by the product's one pairing rule (``pairing.pair_files``)."""
+    from .pairing import pair_files
+
+    if evaluation.fov_dir is None:
+        return {}
+    pairs, _, _ = pair_files(list(evaluation.images), sorted(p for p in evaluation.fov_dir.iterdir() if p.is_file()), None)
+    return pairs

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..protocols import drive_test_set, is_chase_test
+
 #: Smallest mask Dice of any training image against the float32 model.
 MIN_DICE = 0.99
 #: Largest drop of DRIVE test mean F1 against the float32 model.
@@ -64,16 +66,14 @@ def training_sets(data: Path) -> list[ImageSet]:
             raise FileNotFoundError(f"the gate needs {images} and {fov}; pass --data DIR holding DRIVE/, CHASE_DB1/ and HRF/")
         files = _files(images)
         if name.startswith("CHASE"):
-            files = [p for p in files if int(p.stem[6:8]) <= 10]  # Image_01L ... Image_10R train
+            files = [p for p in files if not is_chase_test(p)]  # Image_01L ... Image_10R train
         sets.append(ImageSet(name, tuple(files), fov))
     return sets
 
 
 def drive_test(data: Path) -> ImageSet:
-    root = Path(data) / "DRIVE" / "test"
-    if not (root / "images").is_dir():
-        raise FileNotFoundError(f"the gate needs the DRIVE test images in {root / 'images'}")
-    return ImageSet("DRIVE test", tuple(_files(root / "images")), root / "mask", root / "1st_manual")
+    test = drive_test_set(data)  # FileNotFoundError saying where it looked
+    return ImageSet("DRIVE test", test.images, test.fov_dir, test.truth_dir)
 
 
 def calibration_inputs(sets: list[ImageSet], pre, every: int = 4) -> list[np.ndarray]:  # noqa: ANN001
