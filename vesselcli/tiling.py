@@ -98,11 +98,6 @@ def blend_weights(size: int | tuple[int, int], mode: str = "gaussian") -> np.nda
     return np.maximum(weights / weights.max(), 1e-12)
 
 
-def padded_shape(shape: tuple[int, int], tile: int) -> tuple[int, int]:
-    """(H, W) after padding so that each side is at least one tile."""
-    return max(shape[0], tile), max(shape[1], tile)
-
-
 def tile_side(length: int, spec: TileSpec) -> int:
     """The side along one axis of ``length`` pixels of the tiles ``stream_tiled`` cuts.
 
