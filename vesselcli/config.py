@@ -15,8 +15,16 @@ from .tiling import TileSpec
 #: Defaults measured on a 2-core CPU (see the README's speed section). At the model's scale
 #: DRIVE images are 565x584, CHASE_DB1 584x561 and DRIVE-512 567x567: a 592-pixel tile holds
 #: each whole, so no pixel is predicted twice; smaller tiles (256, 320) cost 1.2-1.5x the
-#: pixels and were slower, and wider photographs get 2 overlapping tiles.
+#: pixels and were slower. ``DEFAULT_TILE_SIZE`` is what exports and TensorRT's optimisation
+#: profile are tuned for.
 DEFAULT_TILE_SIZE = 592
+#: ``segment``'s tile side: the largest TensorRT's default profile takes (``export_tensorrt``,
+#: tiles up to 1024). ONNX Runtime on the CPU costs the same per pixel from 544x544 to
+#: 1168x1632 (about 0.21 s per megapixel, INT8), so fewer, larger tiles only save the overlap:
+#: a 3504x2336 photograph under the calibre rule (a 1632x1168 FOV box) runs as 4 tiles of
+#: 848x616 (2.09 MP, 460 ms) where 592-pixel squares fed 9 x 592 x 592 (3.15 MP, 715 ms).
+#: Images that fit 592 run whole either way, so DRIVE-sized ones are not affected.
+SEGMENT_TILE_SIZE = 1024
 DEFAULT_TILE_OVERLAP = 64
 DEFAULT_BATCH_SIZE = 2
 #: ... unless the engine runs several calls at once (ONNX Runtime on the CPU, see
@@ -41,8 +49,9 @@ class SegmentConfig:
     taken per image from a DICOM input's Pixel Spacing). ``dicom_seg``: also write a DICOM
     Segmentation per DICOM input; ``keep_identifiers``: also write the DICOM inputs' patient
     identifiers to ``identifiers.csv`` (otherwise none is written anywhere in OUT).
-    ``scale_rule``: "fov" (scale by the FOV diameter) or "calibre" (``vesselcli.calibre``: never
-    shrink more than 2x, and rescale by the vessels' width where a first look finds them too wide).
+    ``scale_rule``: "calibre" (the default, ``vesselcli.calibre``: the FOV rule's scale, but never
+    shrink more than 2x, and rescale by the vessels' width where a first look finds them too
+    wide) or "fov" (scale by the FOV diameter alone).
     ``shard``: do only the images of this shard (``vesselcli.run.shards``), recording them in
     ``OUT/parts``.
     """
@@ -55,7 +64,7 @@ class SegmentConfig:
     threshold: float | None = None
     workers: int = DEFAULT_WORKERS
     batch_size: int | None = None  # tiles per engine call; None: ``tile_spec`` chooses
-    tile_size: int = DEFAULT_TILE_SIZE
+    tile_size: int = SEGMENT_TILE_SIZE
     tile_overlap: int = DEFAULT_TILE_OVERLAP
     tta: bool = False
     save_probabilities: bool = False
@@ -64,7 +73,7 @@ class SegmentConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     dicom_seg: bool = False
     keep_identifiers: bool = False
-    scale_rule: str = "fov"
+    scale_rule: str = "calibre"
     pixel_size_um: float | None = None
     shard: Shard | None = None
 

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Iterator
 import click
 
 from .. import pipeline
-from ..config import (DEFAULT_BATCH_SIZE, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, DEFAULT_WORKERS, PARALLEL_BATCH_SIZE,
-                      SCALE_RULES, SegmentConfig)
+from ..config import (DEFAULT_BATCH_SIZE, DEFAULT_TILE_OVERLAP, DEFAULT_WORKERS, PARALLEL_BATCH_SIZE, SCALE_RULES,
+                      SEGMENT_TILE_SIZE, SegmentConfig)
 from ..discover import LinkedOutputError
 from ..engines.errors import ModelError
 from ..engines.select import ENGINES
@@ -120,14 +120,15 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=None, show_default="auto",
               help=f"Tiles per engine call (taken across images); auto: {PARALLEL_BATCH_SIZE} when the engine runs "
                    f"{pipeline.CPU_PARALLEL_CALLS} calls at once (ONNX Runtime on the CPU), else {DEFAULT_BATCH_SIZE}.")
-@click.option("--tile-size", type=click.IntRange(16, 8192), default=DEFAULT_TILE_SIZE, show_default=True,
-              help="Tile side in pixels at the model's scale (rounded up to the model's multiple).")
+@click.option("--tile-size", type=click.IntRange(16, 8192), default=SEGMENT_TILE_SIZE, show_default=True,
+              help="Largest tile side in pixels at the model's scale (rounded up to the model's multiple); "
+                   "tiles are shaped to the image.")
 @click.option("--tile-overlap", type=click.IntRange(0, 8191), default=DEFAULT_TILE_OVERLAP, show_default=True,
               help="Least overlap of neighbouring tiles in pixels; must be below --tile-size.")
-@click.option("--scale-rule", type=click.Choice(SCALE_RULES), default="fov", show_default=True,
-              help="fov: scale each image so its field of view is the model's; calibre: then rescale so the "
-                   "vessels found have the model's calibre (a first look, then the real pass; for photographs "
-                   "without a dark border or with unusual resolution).")
+@click.option("--scale-rule", type=click.Choice(SCALE_RULES), default="calibre", show_default=True,
+              help="calibre: scale each image so its field of view is the model's, but never shrink it more "
+                   "than 2x, and rescale it where the vessels a first look finds are wider than the model's "
+                   "(photographs without a dark border); fov: by the field of view alone (the earlier default).")
 @click.option("--tta", is_flag=True, help="Average the four flips of each tile (4x slower, slightly smoother).")
 @click.option("--save-probabilities", is_flag=True, help="Also write 8-bit vessel probability maps.")
 @click.option("--no-overlays", is_flag=True, help="Do not write overlays.")
