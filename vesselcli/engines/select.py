@@ -154,7 +154,7 @@ def _cpu_candidate(path: Path, precision: str) -> _Candidate:
     from ..variants.record import choose
 
     choice = choose(path, "fp32" if precision in ("fp16", "bf16") else precision)
-    return _Candidate("onnxruntime", "cpu", choice.path, f"CPU with {_cores()} threads and full graph optimisation; {choice.why}")
+    return _Candidate("onnxruntime", "cpu", choice.path, f"CPU, {_cores()} cores, full graph optimisation (segment runs two calls at once on half the cores each); {choice.why}")
 
 
 def _int8_candidates(path: Path, kind: str, device: str) -> list[_Candidate | Attempt]:
