@@ -242,7 +242,8 @@ def cost_section(r: Results) -> list[str]:
 STAGE_LABELS = {
     "decode": "decode (read the TIFF)", "fov": "FOV detection", "scale": "resize to model scale", "clahe": "CLAHE",
     "normalise": "standardise inside the FOV", "tile_blend": "tile and blend", "sigmoid": "sigmoid",
-    "resize_threshold": "resize back and threshold", "metrics": "metrics with --gt (confusion counts, ROC AUC)",
+    "resize_threshold": "resize back and threshold", "morphology": "morphology columns (skeleton, graph, box counts)",
+    "metrics": "metrics with --gt (confusion counts, ROC AUC)",
     "encode_mask": "PNG-encode the mask", "overlay": "overlay: compose and JPEG-encode", "write": "write both files (atomic, fsync)",
 }
 
@@ -267,6 +268,8 @@ def stages_section(r: Results) -> list[str]:
         lines.append(f"| {STAGE_LABELS.get(name, name)} | {ms:.1f} |")
     for name, ms in st["network"].items():
         lines.append(f"| network, ONNX Runtime {name} (all cores) | **{ms:.1f}** |")
+    for name, ms in st.get("network_parallel", {}).items():
+        lines.append(f"| network, ONNX Runtime {name}, two calls at once as segment runs it (wall per image) | **{ms:.1f}** |")
     for name, ms in st.get("startup_ms", {}).items():
         lines.append(f"| start-up once per command: interpreter, imports, {name} session | {ms:.0f} (per command) |")
     around = sum(v for k, v in st["stages"].items() if k != "metrics")
@@ -482,6 +485,8 @@ def csv_rows(r: Results) -> list[list[object]]:
             rows.append(["stages", name, r.stages["size"], "ms_per_image", round(ms, 2), "ms"])
         for name, ms in r.stages["network"].items():
             rows.append(["stages", f"network {name}", r.stages["size"], "ms_per_image", round(ms, 2), "ms"])
+        for name, ms in r.stages.get("network_parallel", {}).items():
+            rows.append(["stages", f"network {name} parallel", r.stages["size"], "ms_per_image", round(ms, 2), "ms"])
         for name, ms in r.stages.get("startup_ms", {}).items():
             rows.append(["stages", f"startup {name}", "per command", "ms", round(ms, 1), "ms"])
     return rows

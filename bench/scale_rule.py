@@ -1,19 +1,29 @@
 """Milliseconds per image of ``vesselseg segment`` for real photographs of three sizes, per scale rule.
 
-    python -m bench.scale_rule --data ../shared/data --copies 5
+    python -m bench.scale_rule --data ../shared/data --copies 5 --repeats 3
+    python -m bench.scale_rule --source before=../main --source after=.   # two checkouts side by side
 
 Sizes and sources (training images: only their pixels matter here): 565x584 DRIVE
 ``21_training.tif``, 999x960 CHASE_DB1 ``Image_01L.jpg``, 3504x2336 HRF ``01_h.jpg``. Each
-runs as a fresh ``segment`` process (default options plus ``--no-overlays -q
---scale-rule RULE``) on 1 copy and on ``--copies`` copies; ms per image = (wall of N - wall
-of 1) / (N - 1), so start-up and model loading are left out. Median of ``--repeats``.
-The calibre rule's time depends on the image: it adds a first look at the FOV rule's scale,
-then runs at the scale it picks.
+runs as a fresh ``segment`` process (default options, overlays included unless
+``--no-overlays``, plus ``-q --scale-rule RULE``) on 1 copy and on ``--copies`` copies:
+
+- ``ms/image``: (wall of N - wall of 1) / (N - 1), so start-up and model loading are left out;
+- ``latency``: the ``seconds`` cell of results.csv in the 1-copy run (one photograph from the
+  start of its reading to its row, nothing queued before it);
+- ``cpu``: (CPU seconds, user + system, of N - those of 1) / (N - 1): the work, which other
+  programs on a shared machine do not inflate as much as they inflate wall time.
+
+Medians of ``--repeats``; the runs of every source and rule are interleaved within a repeat,
+so a change of load touches them alike. ``--source NAME=DIR`` (repeatable) runs the package
+found in DIR (its ``PYTHONPATH``), e.g. a checkout of the code before a change.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -30,11 +40,25 @@ SOURCES = {
 RULES = ("fov", "calibre")
 
 
-def wall(folder: Path, rule: str, scratch: Path) -> float:
-    out = scratch / f"out-{rule}-{folder.name}"
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(folder: Path, rule: str, code: Path, overlays: bool, out: Path) -> tuple[float, float, list[float]]:
+    """(wall s, CPU s, the seconds column) of one ``segment`` run of ``folder`` with the package in ``code``."""
     shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, "-m", "vesselcli", "segment", str(folder), "--out", str(out), "--no-overlays", "-q", "--scale-rule", rule]
-    return run_once(command, env={**os.environ}).wall_s
+    command = [sys.executable, "-m", "vesselcli", "segment", str(folder), "--out", str(out), "-q", "--scale-rule", rule]
+    if not overlays:
+        command.append("--no-overlays")
+    # Run from inside the checkout too: ``python -m`` puts the working directory before PYTHONPATH.
+    env = {**os.environ, "PYTHONPATH": str(code.resolve())}
+    before = _children_cpu()
+    wall = run_once(command, cwd=code.resolve(), env=env).wall_s
+    cpu = _children_cpu() - before
+    with open(out / "results.csv", newline="") as handle:
+        seconds = [float(row["seconds"]) for row in csv.DictReader(handle)]
+    return wall, cpu, seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,22 +67,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--copies", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--rules", nargs="+", default=list(RULES), choices=RULES)
+    parser.add_argument("--sizes", nargs="+", default=list(SOURCES), choices=list(SOURCES))
+    parser.add_argument("--source", action="append", default=[], metavar="NAME=DIR",
+                        help="a checkout whose vesselcli to run (repeatable); default: this one")
+    parser.add_argument("--no-overlays", action="store_true", help="time segment --no-overlays")
     args = parser.parse_args(argv)
+    if args.copies < 2:
+        parser.error("--copies must be at least 2 (the per-image time is the difference from 1 copy)")
+    sources = dict(s.split("=", 1) for s in args.source) if args.source else {"this": "."}
     load_before = os.getloadavg()[0]
+    print(f"{'size':10s} {'rule':8s} {'source':8s} {'ms/image':>9s} {'latency':>9s} {'cpu ms':>8s}", flush=True)
     with tempfile.TemporaryDirectory(prefix="vesselseg-scale-") as tmp:
         scratch = Path(tmp)
-        for size, (source,) in SOURCES.items():
-            path = args.data / source
+        for size in args.sizes:
+            path = args.data / SOURCES[size][0]
             one, many = scratch / f"{size}-1", scratch / f"{size}-{args.copies}"
             for folder, n in ((one, 1), (many, args.copies)):
                 folder.mkdir()
                 for i in range(n):
                     shutil.copyfile(path, folder / f"{i:03d}{path.suffix}")
-            for rule in args.rules:
-                per_image = []
-                for _ in range(args.repeats):
-                    per_image.append((wall(many, rule, scratch) - wall(one, rule, scratch)) / (args.copies - 1))
-                print(f"{size:10s} {rule:8s} {1000 * statistics.median(per_image):7.0f} ms per image", flush=True)
+            runs: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+            for _ in range(args.repeats):
+                for rule in args.rules:
+                    for name, code in sources.items():
+                        wall_1, cpu_1, seconds_1 = timed(one, rule, Path(code), not args.no_overlays, scratch / "out")
+                        wall_n, cpu_n, _ = timed(many, rule, Path(code), not args.no_overlays, scratch / "out")
+                        n = args.copies - 1
+                        runs.setdefault((rule, name), []).append(((wall_n - wall_1) / n, seconds_1[0], (cpu_n - cpu_1) / n))
+            for (rule, name), values in runs.items():
+                per_image, latency, cpu = (1000 * statistics.median(v) for v in zip(*values))
+                print(f"{size:10s} {rule:8s} {name:8s} {per_image:9.0f} {latency:9.0f} {cpu:8.0f}", flush=True)
     print(f"load average (1 min) before: {load_before:.1f}, after: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     return 0
 

@@ -7,11 +7,14 @@ Each stage is the product's own function (``vesselcli.stages``, ``preprocess``, 
 one thread, timed per image; a stage's figure is the mean over the images of each image's
 fastest of ``--repeats`` runs (the fastest run is the one least disturbed by other work on a
 shared machine). The network is timed per engine and precision on each image's own tiles.
-``startup`` is a fresh interpreter importing the CLI and opening the engine, as every
+``network_parallel`` is the network as ``segment`` runs it on the CPU: two calls at once
+(``pipeline.CPU_PARALLEL_CALLS``), each on its share of the cores, over all the images; its
+figure is wall time per image (fastest of ``--repeats`` passes). ``startup`` is a fresh
+interpreter importing the CLI and its ``segment`` command and opening the engine, as every
 ``vesselseg segment`` pays once.
 
 Prints one JSON object: ``{"images": N, "size": "565x584", "tiles": [...], "stages": {name: ms},
-"network": {precision: ms}, "startup_ms": ...}``.
+"network": {precision: ms}, "network_parallel": {precision: ms}, "startup_ms": ...}``.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import json
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +40,7 @@ STAGES = {
     "tile_blend": "cut tiles, Gaussian-weighted blending back (tiling.stream_tiled, network left out)",
     "sigmoid": "logits to probabilities (engines.base.sigmoid)",
     "resize_threshold": "probability back to the image's size, threshold, inside the FOV (stages.finish without metrics)",
+    "morphology": "every morphology column of the mask inside the FOV (analysis.morphology.morphology)",
     "metrics": "confusion counts, figures and ROC AUC against the annotation (with --gt)",
     "encode_mask": "PNG-encode the mask (imageio.encode_png)",
     "overlay": "compose and JPEG-encode the overlay (overlay.overlay, imageio.encode_jpeg)",
@@ -53,11 +58,14 @@ def fastest(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
     return 1000.0 * best, result
 
 
-def time_stages(images: list[Path], engines: dict, repeats: int, truth_dir: Path | None, scratch: Path) -> dict:
-    """Per-stage ms per image (mean over ``images``) and the network's ms per precision."""
+def time_stages(images: list[Path], engines: dict, repeats: int, truth_dir: Path | None, scratch: Path,
+                parallel_engines: dict | None = None) -> dict:
+    """Per-stage ms per image (mean over ``images``), the network's ms per precision, and with
+    ``parallel_engines`` (precision -> engine opened for parallel calls) the network as segment runs it."""
     import cv2
 
     from vesselcli import metrics
+    from vesselcli.analysis.morphology import morphology
     from vesselcli.engines.base import sigmoid
     from vesselcli.fov import detect_fov
     from vesselcli.imageio import encode_jpeg, encode_png, read_image, read_mask, write_atomic
@@ -73,6 +81,7 @@ def time_stages(images: list[Path], engines: dict, repeats: int, truth_dir: Path
     per: dict[str, list[float]] = {name: [] for name in STAGES}
     net: dict[str, list[float]] = {name: [] for name in engines}
     tiles: list[int] = []
+    inputs: list[np.ndarray] = []  # each image's network input, for the parallel timing
     tile_shape = ""
     truths = pair_files(images, sorted(truth_dir.iterdir()), None)[0] if truth_dir else {}
     for path in images:
@@ -109,6 +118,7 @@ def time_stages(images: list[Path], engines: dict, repeats: int, truth_dir: Path
         per["tile_blend"].append(t)
         tiles.append(len(batches) and sum(len(b) for b in batches[: len(batches) // repeats]))
         batch = np.concatenate(batches[: len(batches) // repeats])
+        inputs.append(batch)
         tile_shape = tile_shape or f"{batch.shape[3]}x{batch.shape[2]}"
         logits = None
         for name, engine in engines.items():
@@ -126,6 +136,8 @@ def time_stages(images: list[Path], engines: dict, repeats: int, truth_dir: Path
 
         t, (full, mask) = fastest(resize_threshold, repeats)
         per["resize_threshold"].append(t)
+        t, _ = fastest(lambda: morphology(mask, fov), repeats)
+        per["morphology"].append(t)
         if path in truths:
             truth = read_mask(truths[path])
 
@@ -147,6 +159,7 @@ def time_stages(images: list[Path], engines: dict, repeats: int, truth_dir: Path
         t, _ = fastest(write, repeats)
         per["write"].append(t)
     size = f"{rgb.shape[1]}x{rgb.shape[0]}"
+    parallel = {name: parallel_ms(engine, inputs, repeats) for name, engine in (parallel_engines or {}).items()}
     return {
         "images": len(images),
         "size": size,
@@ -155,13 +168,42 @@ def time_stages(images: list[Path], engines: dict, repeats: int, truth_dir: Path
         "tile_shape": tile_shape,
         "stages": {name: statistics.fmean(v) for name, v in per.items() if v},
         "network": {name: statistics.fmean(v) for name, v in net.items()},
+        "network_parallel": parallel,
     }
+
+
+def parallel_ms(engine, inputs: list[np.ndarray], repeats: int) -> float:  # noqa: ANN001 - an Engine
+    """Wall ms per image of ``inputs`` through ``engine`` from ``engine.parallel_calls`` threads at
+    once (each takes the next image), fastest of ``repeats`` passes after one warm-up pass."""
+
+    def one_pass() -> float:
+        left = list(reversed(inputs))
+        lock = threading.Lock()
+
+        def work() -> None:
+            while True:
+                with lock:
+                    if not left:
+                        return
+                    batch = left.pop()
+                engine.infer(batch)
+
+        threads = [threading.Thread(target=work) for _ in range(max(1, getattr(engine, "parallel_calls", 1)))]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return time.perf_counter() - start
+
+    one_pass()
+    return 1000.0 * min(one_pass() for _ in range(repeats)) / max(1, len(inputs))
 
 
 def startup_ms(model: Path, precision: str, repeats: int) -> float:
     """Fastest wall ms of a fresh interpreter importing the CLI and opening the engine."""
-    code = ("from vesselcli.cli import main; from vesselcli.engines import open_engine; "
-            f"open_engine({str(model)!r}, 'onnxruntime', 'cpu', precision={precision!r}).close()")
+    code = ("from vesselcli.cli import main; import vesselcli.cli.segment; from vesselcli.engines import open_engine; "
+            f"open_engine({str(model)!r}, 'onnxruntime', 'cpu', precision={precision!r}, parallel_calls=2).close()")
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
@@ -184,14 +226,18 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     images = sorted(q for q in args.images[0].iterdir() if not q.name.startswith(".")) if args.images[0].is_dir() else args.images
     model = args.model or shipped_model(".onnx")
-    engines = {}
+    from vesselcli.pipeline import CPU_PARALLEL_CALLS
+
+    engines, parallel = {}, {}
     for precision in args.precision.split(","):
         try:
             engines[precision] = open_engine(model, "onnxruntime", "cpu", precision=precision)
+            parallel[precision] = open_engine(model, "onnxruntime", "cpu", precision=precision,
+                                              parallel_calls=CPU_PARALLEL_CALLS)
         except Exception as exc:  # noqa: BLE001 - a precision without its variant is left out, said why
             print(f"bench.stages: {precision} not timed: {exc}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="vesselseg-stages-") as scratch:
-        result = time_stages(images, engines, args.repeats, args.gt, Path(scratch))
+        result = time_stages(images, engines, args.repeats, args.gt, Path(scratch), parallel)
     result["startup_ms"] = {name: startup_ms(model, name, args.repeats) for name in engines}
     result["repeats"] = args.repeats
     print(json.dumps(result))

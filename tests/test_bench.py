@@ -98,7 +98,7 @@ def test_quick_bench_writes_a_well_formed_report(drive_root: Path, tmp_path: Pat
     assert any(s.endswith("--engine onnxruntime --precision auto") for s in subjects)
     assert any(s.endswith("--engine onnxruntime --precision fp32") for s in subjects)
     stages = {r["subject"] for r in rows if r["section"] == "stages"}
-    assert {"decode", "fov", "network fp32", "network int8", "startup int8"} <= stages
+    assert {"decode", "fov", "morphology", "network fp32", "network int8", "network int8 parallel", "startup int8"} <= stages
     for subject in subjects:
         assert speed[(subject, "images_per_s")] > 0 and speed[(subject, "peak_rss")] > 10
     f1 = [float(r["value"]) for r in rows if r["section"] == "accuracy" and r["subject"] == "vesselseg" and r["condition"] == "DRIVE test" and r["metric"] == "f1"]

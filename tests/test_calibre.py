@@ -113,10 +113,10 @@ def test_the_scale_rule_is_a_setting_of_the_run(tmp_path: Path) -> None:
     from vesselcli.runrecord import SettingsMismatchError
 
     write_fundus(tmp_path / "in" / "a.png")
-    cfg = SegmentConfig(inputs=(tmp_path / "in",), out=tmp_path / "out", tile_size=64, tile_overlap=16, scale_rule="calibre")
-    assert pipeline.run_settings(cfg, DarkIsVessel())["scale_rule"] == "calibre"
+    cfg = SegmentConfig(inputs=(tmp_path / "in",), out=tmp_path / "out", tile_size=64, tile_overlap=16)
+    assert pipeline.run_settings(cfg, DarkIsVessel())["scale_rule"] == "calibre"  # the default since issue 15
     pipeline.run(cfg, pipeline.plan(cfg), DarkIsVessel())
-    again = SegmentConfig(inputs=(tmp_path / "in",), out=tmp_path / "out", tile_size=64, tile_overlap=16)
+    again = SegmentConfig(inputs=(tmp_path / "in",), out=tmp_path / "out", tile_size=64, tile_overlap=16, scale_rule="fov")
     with pytest.raises(SettingsMismatchError, match="scale_rule"):
         pipeline.run(again, pipeline.plan(again), DarkIsVessel())
 

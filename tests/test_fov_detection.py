@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vesselcli.fov import detect_fov, fov_diameter
+from vesselcli.fov import brightness, detect_fov, fov_diameter
 from vesselcli.imageio import read_image, read_mask
 
 IOU_FLOOR = 0.95
@@ -83,3 +83,16 @@ def test_a_large_photograph_is_searched_reduced_with_the_same_disc(chase_root: P
     assert iou(reduced, full) >= 0.995
     assert iou(reduced, big_truth) >= IOU_FLOOR
     assert abs(fov_diameter(reduced) - fov_diameter(full)) <= 0.005 * fov_diameter(full)
+
+
+def test_brightness_is_bit_for_bit_the_float_mean_rule(drive_root: Path) -> None:
+    # What detection thresholds: max(red, mean of the channels in float32), computed in integers.
+    rng = np.random.default_rng(3)
+    photographs = [rng.integers(0, 256, (67, 45, 3), dtype=np.uint8), read_image(drive_pairs(drive_root)[0][0])]
+    red, green = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")
+    for blue in (0, 255):  # every red and green level with blue at each extreme
+        photographs.append(np.stack([red, green, np.full_like(red, blue)], axis=2).astype(np.uint8))
+    for rgb in photographs:
+        expected = np.maximum(rgb[..., 0].astype(np.float32), rgb.astype(np.float32).mean(axis=2))
+        found = brightness(rgb)
+        assert found.dtype == np.float32 and np.array_equal(found, expected)

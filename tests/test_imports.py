@@ -60,3 +60,46 @@ def test_no_module_imports_one_that_imports_it_back() -> None:
     cycles = {" -> ".join(c) for name in graph if (c := _cycle_from(graph, name))}
     assert not cycles, "import cycles:\n" + "\n".join(sorted(cycles))
     assert "vesselcli.export" in graph and "vesselcli.export_tensorrt" in graph  # the graph was read
+
+
+def test_segment_imports_neither_the_other_commands_nor_what_only_they_need() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from vesselcli.cli import main; main(['segment', '--help'], standalone_mode=False); "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('vesselcli.cli.') "
+            "or m in ('importlib.metadata', 'skimage', 'scipy', 'torch', 'pydicom', 'highdicom', 'ray', "
+            "'vesselcli.run.ray_data'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.splitlines()[-1].split() == ["vesselcli.cli.console", "vesselcli.cli.params", "vesselcli.cli.segment"]
+    assert "Usage:" in out  # the command ran
+
+
+def test_a_quiet_segment_run_imports_no_rich_scikit_image_or_scipy(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from segment_fakes import write_fundus
+
+    image = write_fundus(tmp_path / "in" / "a.png", 120, 130)
+    code = ("import sys; from vesselcli.cli import main; "
+            f"main(['segment', {str(image)!r}, '--out', {str(tmp_path / 'out')!r}, '-q'], standalone_mode=False); "
+            "print(' '.join(sorted({m.split('.')[0] for m in sys.modules} & {'rich', 'skimage', 'scipy', 'torch'})) or '-')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "out" / "masks" / "a.png").is_file()
+    assert done.stdout.splitlines()[-1] == "-"
+
+
+def test_the_cli_keeps_numpy_from_starting_a_blas_thread_pool_unless_asked() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, vesselcli.cli, numpy; print(os.environ.get('OPENBLAS_NUM_THREADS'))"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
+    assert out.stdout.strip() == "1"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
+                         env={**env, "OPENBLAS_NUM_THREADS": "3"})
+    assert out.stdout.strip() == "3"  # the user's choice stands

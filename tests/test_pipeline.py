@@ -89,13 +89,16 @@ def test_broken_files_are_error_rows_and_the_rest_goes_on(tmp_path: Path) -> Non
 
 def test_the_engine_is_fed_full_batches_across_images(tmp_path: Path) -> None:
     for i in range(7):
-        write_fundus(tmp_path / "in" / f"{i}.png", 96, 100 + i, seed=i)
+        write_fundus(tmp_path / "in" / f"{i}.png", 96, 120, seed=i)
     engine = DarkIsVessel()
     cfg = config(tmp_path, tile_size=104, tile_overlap=8, batch_size=4, workers=3)
     assert run(cfg, engine).done == 7
     sizes = [shape[0] for shape in engine.batches]
-    assert all(n == 4 for n in sizes[:-1]) and 1 <= sizes[-1] <= 4
-    assert all(shape[2:] == (104, 104) for shape in engine.batches)
+    assert sizes == [4] * 7  # 2 x 2 tiles per image, 28 in all, batched across images
+    # Tiles shaped to the image (the same for images of one size): each FOV box, a little over
+    # 104 px each way at the model's scale, is cut into two tiles per axis no longer than they need.
+    shapes = {shape[2:] for shape in engine.batches}
+    assert len(shapes) == 1 and all(side <= 104 // 2 + 24 for side in shapes.pop())
 
 
 def test_tiles_are_rounded_up_to_the_engine_multiple(tmp_path: Path) -> None:

@@ -75,7 +75,7 @@ def test_run_json_holds_the_settings_and_what_the_run_did(tmp_path: Path, fake_e
     assert invoke(tmp_path / "in", "--out", out, "--tile-size", 100, "--no-overlays", "-q").exit_code == 1
     record = json.loads((out / "run.json").read_text())
     assert record["settings"] == {
-        "model": None, "model_sha256": None, "threshold": 0.5, "scale_fov_diameter_px": 120.0, "scale_rule": "fov", "precision": "fp32",
+        "model": None, "model_sha256": None, "threshold": 0.5, "scale_fov_diameter_px": 120.0, "scale_rule": "calibre", "precision": "fp32",
         "tile_size": 104, "tile_overlap": 64, "tta": False, "gt": None, "gt_pattern": None, "fov": None,
         "masks": True, "overlays": False, "probabilities": False, "pixel_size_um": None,
     }

@@ -3,6 +3,8 @@ against answers computed by hand with a position-dependent predictor, full batch
 images, per-batch failures, flips; resizing round trips."""
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -10,7 +12,8 @@ from hypothesis import strategies as st
 
 from vesselcli.preprocess import Preprocessing, prepare, resize_image, resize_mask, scale_factor, scaled_shape
 from vesselcli.tiling import (
-    TileSpec, blend_weights, flip_averaged, sliding_window, stream_tiled, tile_count, tile_origins, tile_shapes,
+    TileSpec, blend_weights, flip_averaged, sliding_window, stream_tiled, tile_count, tile_origins, tile_shape,
+    tile_shapes, tile_side,
 )
 
 
@@ -276,8 +279,70 @@ def test_tile_shapes_count_the_pixels_the_network_sees() -> None:
     spec = TileSpec(592, 64, 2, multiple=8)
     assert tile_shapes((584, 565), spec) == [(584, 568)]
     assert tile_shapes((584, 565), TileSpec(592, 64, 2)) == [(592, 592)]  # fixed-size engines: square tiles
-    assert tile_shapes((823, 549), spec) == [(592, 592)] * 2  # larger images are tiled as before
+    # Larger images: the fewest tiles along each axis, each as short as they allow: 823 rows need
+    # 2 tiles of at least (823 + 64) / 2 = 443.5 -> 448 rows, where 592x592 squares fed 1.4x the pixels.
+    assert tile_shapes((823, 549), spec) == [(448, 552)] * 2
     assert tile_count((823, 549), spec) == 2
+    assert tile_shapes((823, 549), TileSpec(592, 64, 2)) == [(592, 592)] * 2
+    # The calibre rule's 3504x2336 photograph (FOV box 1168x1632 at factor 0.5), segment's default tiling:
+    assert tile_shapes((1168, 1632), TileSpec(1024, 64, 2, multiple=8)) == [(616, 848)] * 4
+
+
+@settings(max_examples=300, deadline=None)
+@given(length=st.integers(1, 6000), size_in_multiples=st.integers(1, 128), multiple=st.sampled_from([1, 8, 16, 32]),
+       overlap_fraction=st.floats(0.0, 0.95))
+def test_tiles_shaped_to_the_image_are_the_fewest_and_shortest_that_cover_it(length, size_in_multiples, multiple,
+                                                                             overlap_fraction) -> None:
+    size = size_in_multiples * multiple
+    overlap = min(size - 1, int(size * overlap_fraction))
+    spec = TileSpec(size, overlap, 1, multiple=multiple)
+    side = tile_side(length, spec)
+    assert side % multiple == 0 and side <= size
+    padded = max(length, side)
+    if padded == side:  # one tile: the axis rounded up to the multiple
+        assert side == -(-length // multiple) * multiple
+        return
+    origins = tile_origins(padded, side, overlap)
+    fewest = len(tile_origins(length, size, overlap))  # square tiles of the full size
+    assert len(origins) == fewest
+    assert origins[0] == 0 and origins[-1] + side == length
+    assert all(b - a <= side - overlap for a, b in pairwise(origins))  # the overlap asked, at least
+    if side - multiple > overlap:  # one multiple shorter and the same count would not cover the axis
+        shorter = side - multiple
+        assert (fewest - 1) * (shorter - overlap) + shorter < length
+
+
+def where_in_the_tile_2d(batch: np.ndarray) -> np.ndarray:
+    """``where_in_the_tile`` for tiles of any (h, w): channel 0 the row, channel 1 the column."""
+    n, _, h, w = batch.shape
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float32)
+    return np.broadcast_to(np.stack([rows, cols]), (n, 2, h, w)).copy()
+
+
+@pytest.mark.parametrize(("shape", "size", "overlap"), [((40, 100), 32, 8), ((100, 9), 24, 4), ((60, 70), 48, 16)])
+def test_tiles_shaped_to_the_image_blend_with_each_axis_own_gaussian(shape, size, overlap) -> None:
+    h, w = shape
+    spec = TileSpec(size, overlap, 3, "gaussian", multiple=8)
+    th, tw = tile_shape(shape, spec)
+    assert (th, tw) != (size, size)  # not squares: the case this test is for
+    out = sliding_window(np.zeros((1, h, w), np.float32), where_in_the_tile_2d, spec)
+    ph, pw = max(h, th), max(w, tw)
+    rows = blended_position(ph, tile_origins(ph, th, overlap if ph > th else 0), gaussian_1d(th))[:h]
+    cols = blended_position(pw, tile_origins(pw, tw, overlap if pw > tw else 0), gaussian_1d(tw))[:w]
+    np.testing.assert_allclose(out[0], np.broadcast_to(rows[:, None], shape), atol=1e-5)
+    np.testing.assert_allclose(out[1], np.broadcast_to(cols[None, :], shape), atol=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(height=st.integers(1, 90), width=st.integers(1, 90), size_in_multiples=st.integers(1, 6),
+       multiple=st.sampled_from([1, 4, 8]), overlap_fraction=st.floats(0.0, 0.95), batch=st.integers(1, 4))
+def test_reconstruction_is_exact_with_tiles_shaped_to_the_image(height, width, size_in_multiples, multiple,
+                                                               overlap_fraction, batch) -> None:
+    size = size_in_multiples * multiple
+    overlap = min(size - 1, int(size * overlap_fraction))
+    image = random_image(1, height, width, seed=height * 100 + width)
+    out = sliding_window(image, plus_one, TileSpec(size, overlap, batch, multiple=multiple))
+    assert np.array_equal(out, image + 1.0)
 
 
 def test_batches_hold_one_tile_shape_and_every_image_comes_back_in_order() -> None:
@@ -295,9 +360,9 @@ def test_batches_hold_one_tile_shape_and_every_image_comes_back_in_order() -> No
     for (key, image), (_, out, error) in zip(images, results):
         assert error is None
         np.testing.assert_allclose(out, image * 2.0, rtol=0, atol=1e-5)
-    # a, b and c (21 rows, rounded to 24) share a batch; d's four 32x32 tiles fill one and start
-    # another, which is sent when e's shape differs.
-    assert shapes == [(3, 1, 24, 32), (3, 1, 32, 32), (1, 1, 32, 32), (1, 1, 24, 32)]
+    # a, b and c (21 rows, rounded to 24) share a batch; d (40x45) is cut into four 24x32 tiles
+    # (the fewest of at most 32, as short as they allow), the same shape, so they and e follow.
+    assert shapes == [(3, 1, 24, 32), (3, 1, 24, 32), (2, 1, 24, 32)]
 
 
 def test_a_negative_multiple_is_refused() -> None:

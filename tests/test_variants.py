@@ -89,11 +89,14 @@ def test_quantized_model_keeps_its_description_and_its_first_convolution_in_floa
     model = onnx.load(str(out))
     produced_by = {o: n for n in model.graph.node for o in n.output}
     convs = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")]
-    assert not [n for n in convs if n.op_type == "ConvTranspose"]  # no float32 upsampling left (see variants.upsample)
+    assert not [n for n in convs if n.op_type == "ConvTranspose"]  # no float32 upsampling left (see variants.channels_last)
     dequantized = [produced_by.get(n.input[1]) is not None and produced_by[n.input[1]].op_type == "DequantizeLinear" for n in convs]
     assert dequantized[0] is False  # the first convolution stays float32
-    assert all(dequantized[1:])  # every other convolution, the head and the upsamplings included, has INT8 weights
+    assert all(dequantized[1:])  # every other convolution, the upsamplings included, has INT8 weights
     assert [convs[0].name] == sensitive_nodes(onnx.load(str(fp32)))
+    (head,) = [n for n in model.graph.node if n.op_type == "Gemm"]  # the head: float32 weights, logits in float
+    assert head.input[1] not in produced_by
+    assert not [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == head.output[0]]
     engine, reference = open_engine(out, "onnxruntime", "cpu", precision="fp32"), open_engine(fp32, "onnxruntime", "cpu")
     assert engine.precision == "int8" and reference.precision == "fp32"
     assert engine.info.threshold == reference.info.threshold and engine.info.preprocessing == reference.info.preprocessing
@@ -103,17 +106,18 @@ def test_quantized_model_keeps_its_description_and_its_first_convolution_in_floa
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 40, 48), (2, 1, 64, 32), (1, 1, 8, 8)])
-def test_upsampling_rewrite_is_the_same_function_without_transposed_convolutions(same, shape) -> None:
+def test_channels_last_rewrites_are_the_same_function_without_transposed_convolutions(same, shape) -> None:
     import onnx
     import onnxruntime as ort
 
-    from vesselcli.variants.upsample import pixel_shuffle_upsampling
+    from vesselcli.variants.channels_last import matmul_head, pixel_shuffle_upsampling
 
     _, fp32 = same
     source = onnx.load(str(fp32))
-    rewritten = pixel_shuffle_upsampling(source)
+    rewritten, head = matmul_head(pixel_shuffle_upsampling(source))
     assert any(n.op_type == "ConvTranspose" for n in source.graph.node)  # the rewrite has work to do, and leaves the source be
     assert not any(n.op_type == "ConvTranspose" for n in rewritten.graph.node)
+    assert [n.op_type for n in rewritten.graph.node if n.name in head] == ["Gemm"]
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     outputs = []
     for model in (source, rewritten):

@@ -3,9 +3,16 @@
 ::
 
     items --> reader threads (decode, FOV, prepare, FOV box) --[queue of `workers`]-->
-          --> one batcher thread (tiles of several images per engine batch, blending)
+          --> inference threads (tiles of several images per engine batch, blending)
                                                             --[queue of `workers`]-->
           --> writer threads (resize back, threshold, metrics, encode, atomic writes, CSV row)
+
+There is one inference thread per call the engine is set up to run at once
+(``parallel_calls``, see ``inference_threads``): ONNX Runtime on the CPU opened by ``segment``
+runs two calls of half the cores each, which kept a 2-core machine busier than one call on
+both cores (the INT8 model of commit 704b25f, quiet: 50 against 61 ms per DRIVE image): a
+call on both cores waits at each parallel section for its slower thread, so any reader or
+writer thread stalls it; two single-threaded calls just share the cores.
 
 The queues are bounded, so memory holds a fixed number of images however many there are.
 One broken image is one ``error`` row and one call of ``on_result``; the run goes on.
@@ -144,6 +151,15 @@ def predictor(engine: Engine, tta: bool) -> Callable[[np.ndarray], np.ndarray]:
     return flip_averaged(predict) if tta else predict
 
 
+#: Engine calls ``segment`` runs at once on a CPU engine (each on its share of the cores).
+CPU_PARALLEL_CALLS = 2
+
+
+def inference_threads(engine: Engine) -> int:
+    """How many threads call ``engine.infer`` at once: its ``parallel_calls`` (1 when it has none)."""
+    return max(1, int(getattr(engine, "parallel_calls", 1)))
+
+
 def run(
     config: SegmentConfig,
     the_plan: Plan,
@@ -223,7 +239,7 @@ class _Run:
         self.on_result = on_result
         self.identifiers: ResultsWriter | None = identifiers  # identifiers.csv, with --keep-identifiers
         self.threshold = config.threshold if config.threshold is not None else float(engine.info.threshold)
-        self.spec = config.tile_spec(engine.info.tile_multiple, engine.info.fixed_tile)
+        self.spec = config.tile_spec(engine.info.tile_multiple, engine.info.fixed_tile, inference_threads(engine))
         # Crop to the FOV's box on the model's pooling grid; a fixed-tile engine pads anyway.
         self._align = max(1, engine.info.tile_multiple)
         self._predict = predictor(engine, config.tta)
@@ -231,14 +247,18 @@ class _Run:
         self.predicted: queue.Queue = queue.Queue(maxsize=config.workers)
         self.items: queue.SimpleQueue = queue.SimpleQueue()
         self._record_lock = threading.Lock()
-        self._readers_left = config.workers  # end markers the batcher still waits for
+        self._count_lock = threading.Lock()
+        self.inferers = inference_threads(engine)
+        self._readers_left = config.workers  # the last reader to end tells every inference thread
+        self._inferers_left = self.inferers  # the last inference thread to end tells every writer
 
     def go(self, todo: list[Item]) -> None:
         for item in todo:
             self.items.put(item)
         workers = self.config.workers
         threads = [threading.Thread(target=self._reader, name=f"reader-{i}", daemon=True) for i in range(workers)]
-        threads.append(threading.Thread(target=self._batcher, name="batcher", daemon=True))
+        threads += [threading.Thread(target=self._batcher, name=f"inference-{i}", daemon=True)
+                    for i in range(self.inferers)]
         threads += [threading.Thread(target=self._writer, name=f"writer-{i}", daemon=True) for i in range(workers)]
         for t in threads:
             t.start()
@@ -284,15 +304,20 @@ class _Run:
                     continue
                 self.prepared.put(job)
         finally:
-            self.prepared.put(_DONE)
+            with self._count_lock:
+                self._readers_left -= 1
+                last = self._readers_left == 0
+            if last:  # one end marker for each inference thread
+                for _ in range(self.inferers):
+                    self.prepared.put(_DONE)
 
     # -- stage 2: tiling and inference -----------------------------------------------------
     def _jobs(self) -> Iterator[tuple[Job, np.ndarray]]:
-        while self._readers_left:
+        """This inference thread's jobs, until its end marker."""
+        while True:
             job = self.prepared.get()
             if job is _DONE:
-                self._readers_left -= 1
-                continue
+                return
             if self.stop.is_set():
                 continue  # dropped unwritten: the next run does it
             network_input, job.network_input = job.network_input, None
@@ -309,19 +334,31 @@ class _Run:
             yield job, network_input
 
     def _batcher(self) -> None:
+        ended = False  # this thread's end marker taken
+
+        def jobs() -> Iterator[tuple[Job, np.ndarray]]:
+            nonlocal ended
+            yield from self._jobs()
+            ended = True
+
         try:
-            for job, probability, error in stream_tiled(self._jobs(), self._predict, self.spec):
+            for job, probability, error in stream_tiled(jobs(), self._predict, self.spec):
                 if error is not None:
                     self._record(inference_error(job, error))
                 else:
                     self.predicted.put((job, probability[0]))
         except Exception as exc:  # noqa: BLE001 - a broken engine stops the run, it must not hang it
             self._fail_run(f"the engine stopped working: {one_line(exc)}")
-            for _ in self._jobs():  # drain, so that readers blocked on the queue can finish
-                pass
+            if not ended:
+                for _ in self._jobs():  # drain, so that readers blocked on the queue can finish
+                    pass
         finally:
-            for _ in range(self.config.workers):
-                self.predicted.put(_DONE)
+            with self._count_lock:
+                self._inferers_left -= 1
+                last = self._inferers_left == 0
+            if last:  # one end marker for each writer
+                for _ in range(self.config.workers):
+                    self.predicted.put(_DONE)
 
     # -- stage 3: writers ------------------------------------------------------------------
     def _writer(self) -> None:

@@ -8,12 +8,15 @@ every backend shares one stitcher and the tests can use an identity-like predict
   least the requested amount; an axis no longer than a tile gets one tile at 0.
 - Images smaller than a tile are padded with zeros (the network input's value outside the
   field of view) at the bottom and right, and the output is cropped back. With
-  ``TileSpec.multiple`` set, an image no larger than a tile either way is predicted whole,
-  padded only up to that multiple (a 565x584 DRIVE image runs as 568x584, not as a 592x592
-  square that holds 6% more pixels); consecutive tiles of one shape share a batch.
-- Blending: each tile's output is weighted by a Gaussian (sigma = tile / 8) or a constant
-  and the weighted sum is divided by the summed weights, in float64, so seams vanish and an
-  identity predictor reconstructs its input exactly.
+  ``TileSpec.multiple`` set, tiles are shaped to the image (``tile_shape``): along each axis
+  the fewest tiles of at most ``size`` that overlap by ``overlap``, each as short as that
+  allows, rounded up to the multiple. An image no larger than a tile either way is predicted
+  whole (a 565x584 DRIVE image runs as 568x584, not as a 592x592 square that holds 6% more
+  pixels); a 1632x1168 FOV box runs as 2 x 2 tiles of 848x616 with 1024-pixel tiles (2.09 MP)
+  where square 1024 tiles would feed 4.19 MP. Consecutive tiles of one shape share a batch.
+- Blending: each tile's output is weighted by a Gaussian (sigma = side / 8 along each axis)
+  or a constant and the weighted sum is divided by the summed weights, in float64, so seams
+  vanish and an identity predictor reconstructs its input exactly.
 - ``stream_tiled`` batches tiles *across* images, so the engine is fed full batches however
   small the images are; ``sliding_window`` is the one-image form.
 """
@@ -78,44 +81,62 @@ def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
     return [round(i * span / (count - 1)) for i in range(count)]
 
 
-def blend_weights(size: int, mode: str = "gaussian") -> np.ndarray:
-    """``(size, size) float64`` tile weights, all positive, 1 at the centre."""
+def blend_weights(size: int | tuple[int, int], mode: str = "gaussian") -> np.ndarray:
+    """``(h, w) float64`` tile weights for a ``size`` = (h, w) tile (an int: square), all
+    positive, 1 at the centre; Gaussian: exp(-x^2 / 2 sigma^2) along each axis, sigma = side / 8."""
+    h, w = (size, size) if isinstance(size, int) else size
     if mode == "constant":
-        return np.ones((size, size), dtype=np.float64)
-    sigma = size / 8.0
-    axis = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
-    g = np.exp(-0.5 * (axis / sigma) ** 2)
-    weights = np.outer(g, g)
+        return np.ones((h, w), dtype=np.float64)
+
+    def axis_weights(side: int) -> np.ndarray:
+        axis = np.arange(side, dtype=np.float64) - (side - 1) / 2.0
+        return np.exp(-0.5 * (axis / (side / 8.0)) ** 2)
+
+    weights = np.outer(axis_weights(h), axis_weights(w))
     # exp() of the corners stays far above zero for any tile side, but keep the floor explicit:
     # a zero weight would make a pixel covered by one tile divide 0 by 0.
     return np.maximum(weights / weights.max(), 1e-12)
 
 
-def padded_shape(shape: tuple[int, int], tile: int) -> tuple[int, int]:
-    """(H, W) after padding so that each side is at least one tile."""
-    return max(shape[0], tile), max(shape[1], tile)
+def tile_side(length: int, spec: TileSpec) -> int:
+    """The side along one axis of ``length`` pixels of the tiles ``stream_tiled`` cuts.
 
-
-def whole_shape(shape: tuple[int, int], spec: TileSpec) -> tuple[int, int] | None:
-    """The one tile an image of ``shape`` = (H, W) is predicted as, or None when it is tiled.
-
-    Set only when ``spec.multiple`` is and the image fits in a tile both ways: (H, W) rounded
-    up to the multiple.
+    ``spec.size`` when ``spec.multiple`` is 0 (square tiles). Otherwise the fewest tiles of
+    at most ``spec.size`` that cover the axis overlapping by ``spec.overlap``,
+    n = ceil((length - overlap) / (size - overlap)), each as short as n tiles allow,
+    ceil((length + (n - 1) overlap) / n), rounded up to the multiple: a 1168-pixel axis
+    with tiles of 1024 and overlap 64 gets 2 tiles of 616, not 2 of 1024. An axis no longer
+    than ``size`` is one tile of its own length rounded up to the multiple. Never above
+    ``size`` when ``size`` is a multiple of ``multiple`` (``SegmentConfig.tile_spec`` makes it one).
     """
-    if not spec.multiple or shape[0] > spec.size or shape[1] > spec.size:
-        return None
+    if not spec.multiple:
+        return spec.size
     m = spec.multiple
-    return -(-shape[0] // m) * m, -(-shape[1] // m) * m
+    if length <= spec.size:
+        return -(-length // m) * m
+    count = -(-(length - spec.overlap) // (spec.size - spec.overlap))
+    side = -(-(length + (count - 1) * spec.overlap) // count)
+    return -(-side // m) * m
+
+
+def tile_shape(shape: tuple[int, int], spec: TileSpec) -> tuple[int, int]:
+    """(h, w) of every tile of an image of ``shape`` = (H, W): ``tile_side`` of each axis."""
+    return tile_side(shape[0], spec), tile_side(shape[1], spec)
 
 
 def tile_shapes(shape: tuple[int, int], spec: TileSpec) -> list[tuple[int, int]]:
     """(h, w) of every tile ``stream_tiled`` feeds the predictor for an image of ``shape``."""
-    whole = whole_shape(shape, spec)
-    if whole is not None:
-        return [whole]
-    h, w = padded_shape(shape, spec.size)
-    count = len(tile_origins(h, spec.size, spec.overlap)) * len(tile_origins(w, spec.size, spec.overlap))
-    return [(spec.size, spec.size)] * count
+    th, tw = tile_shape(shape, spec)
+    count = len(axis_origins(max(shape[0], th), th, spec)) * len(axis_origins(max(shape[1], tw), tw, spec))
+    return [(th, tw)] * count
+
+
+def axis_origins(length: int, side: int, spec: TileSpec) -> list[int]:
+    """``tile_origins`` of tiles of ``side`` along an axis padded to ``length`` >= ``side``.
+
+    An axis one tile covers needs no overlap (its tile may be shorter than ``spec.overlap``).
+    """
+    return tile_origins(length, side, spec.overlap if length > side else 0)
 
 
 def tile_count(shape: tuple[int, int], spec: TileSpec) -> int:
@@ -142,16 +163,12 @@ def _canvas(key: K, image: np.ndarray, spec: TileSpec) -> _Canvas[K]:
     if image.ndim != 3:
         raise ValueError(f"stream_tiled expects (C, H, W) images, got shape {image.shape}")
     _, h, w = image.shape
-    tile, overlap = spec.size, spec.overlap
-    whole = whole_shape((h, w), spec)
-    ph, pw = whole or padded_shape((h, w), tile)
+    th, tw = tile_shape((h, w), spec)
+    ph, pw = max(h, th), max(w, tw)  # padded to at least one tile
     if (ph, pw) != (h, w):
         image = np.pad(image, ((0, 0), (0, ph - h), (0, pw - w)))
-    if whole is not None:
-        origins, shape = [(0, 0)], whole
-    else:
-        origins, shape = [(y, x) for y in tile_origins(ph, tile, overlap) for x in tile_origins(pw, tile, overlap)], (tile, tile)
-    return _Canvas(key, np.ascontiguousarray(image, dtype=np.float32), (h, w), origins, shape, remaining=len(origins))
+    origins = [(y, x) for y in axis_origins(ph, th, spec) for x in axis_origins(pw, tw, spec)]
+    return _Canvas(key, np.ascontiguousarray(image, dtype=np.float32), (h, w), origins, (th, tw), remaining=len(origins))
 
 
 def stream_tiled(
@@ -164,7 +181,7 @@ def stream_tiled(
     predictor raised (or returned a wrong shape) on a batch holding one of its tiles: every
     image in that batch fails, the others go on.
     """
-    weights = blend_weights(spec.size, spec.blend)
+    weights: dict[tuple[int, int], np.ndarray] = {}  # per tile shape
     open_canvases: deque[_Canvas[K]] = deque()
     pending: list[tuple[_Canvas[K], tuple[int, int]]] = []
 
@@ -196,8 +213,11 @@ def stream_tiled(
                 hp, wp = c.image.shape[1:]
                 c.total = np.zeros((tile_out.shape[0], hp, wp), dtype=np.float64)
                 c.weight = np.zeros((hp, wp), dtype=np.float64)
-            c.total[:, y : y + th, x : x + tw] += weights * tile_out
-            c.weight[y : y + th, x : x + tw] += weights
+            w = weights.get((th, tw))
+            if w is None:
+                w = weights[(th, tw)] = blend_weights((th, tw), spec.blend)
+            c.total[:, y : y + th, x : x + tw] += w * tile_out
+            c.weight[y : y + th, x : x + tw] += w
             c.remaining -= 1
 
     def finished() -> Iterator[tuple[K, np.ndarray | None, Exception | None]]:

@@ -2,8 +2,8 @@
 
 Every figure is a pure function of a ``(H, W) bool`` vessel mask (and, for the fractal
 dimension, the ``(H, W) bool`` field of view), with its exact definition in its docstring.
-The skeleton is ``skimage.morphology.skeletonize`` (Zhang-Suen thinning, one pixel wide,
-8-connected); everything after it is defined here on the skeleton's pixel graph, in which
+The skeleton is Zhang-Suen thinning with scikit-image's table (``vesselcli.analysis.thinning``,
+pixel for pixel ``skimage.morphology.skeletonize``; one pixel wide, 8-connected); everything after it is defined here on the skeleton's pixel graph, in which
 two skeleton pixels are neighbours when they touch by a side or a corner (8-connectivity):
 
 - a pixel's *degree* is its number of skeleton neighbours;
@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .thinning import skeletonize
+
 SQRT2 = math.sqrt(2.0)
 MIN_TORTUOSITY_LENGTH = 10.0  # px: shorter segments are dominated by pixel steps, not by the vessel's course
 _NEIGHBOURS = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], np.float32)
@@ -35,12 +37,10 @@ _FORWARD = ((0, 1, 1.0), (1, 0, 1.0), (1, 1, SQRT2), (1, -1, SQRT2))
 def skeleton(mask: np.ndarray) -> np.ndarray:
     """``(H, W) bool`` mask -> ``(H, W) bool`` skeleton, one pixel wide and 8-connected.
 
-    ``skimage.morphology.skeletonize`` (Zhang and Suen's thinning, scikit-image's table):
-    each 8-connected vessel keeps one connected centre line.
+    Zhang and Suen's thinning with scikit-image's table (``thinning.skeletonize``, equal to
+    ``skimage.morphology.skeletonize``): each 8-connected vessel keeps one connected centre line.
     """
-    from skimage.morphology import skeletonize  # lazily: only the writer stage needs it
-
-    return skeletonize(np.asarray(mask, dtype=bool))
+    return skeletonize(mask)
 
 
 def degrees(skel: np.ndarray) -> np.ndarray:

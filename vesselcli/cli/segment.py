@@ -18,30 +18,28 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import click
-from rich import box
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
-from rich.table import Table
-from rich.text import Text
 
 from .. import pipeline
-from ..config import DEFAULT_BATCH_SIZE, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, DEFAULT_WORKERS, SCALE_RULES, SegmentConfig
+from ..config import (DEFAULT_BATCH_SIZE, DEFAULT_TILE_OVERLAP, DEFAULT_WORKERS, PARALLEL_BATCH_SIZE, SCALE_RULES,
+                      SEGMENT_TILE_SIZE, SegmentConfig)
 from ..discover import LinkedOutputError
 from ..engines.errors import ModelError
 from ..engines.select import ENGINES
 from ..imageio import DEFAULT_MAX_PIXELS
 from ..lock import LockedError
 from ..report import CsvMismatchError, ImageResult, Report
-from ..run import ray_data
 from ..run.parts import PartPaths
-from ..run.ray_data import RayOptions
 from ..run.shards import Shard, ShardError, parse_shard
 from ..runrecord import SettingsMismatchError
 from ..variants.record import PRECISIONS
+from .console import Lines, error_console, progress_bar
 from .params import name_pattern
+
+if TYPE_CHECKING:  # Ray Data's module is imported only by --ray runs
+    from ..run.ray_data import RayOptions
 
 
 class Refused(click.ClickException):
@@ -63,14 +61,6 @@ def _check_shard(ctx: click.Context, param: click.Parameter, value: str | None) 
         return parse_shard(value, os.environ)
     except ShardError as exc:
         raise click.BadParameter(str(exc)) from None
-
-
-class RateColumn(ProgressColumn):
-    """Images per second so far."""
-
-    def render(self, task) -> Text:  # noqa: ANN001 - rich's Task
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:.2f} img/s" if speed else "- img/s", style="progress.data.speed")
 
 
 @contextmanager
@@ -127,16 +117,18 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
               help="Vessel where probability >= T. Default: the model's own.")
 @click.option("--workers", type=click.IntRange(1, 64), default=DEFAULT_WORKERS, show_default=True,
               help="Reader threads and writer threads (each).")
-@click.option("--batch-size", type=click.IntRange(1, 1024), default=DEFAULT_BATCH_SIZE, show_default=True,
-              help="Tiles per engine call (taken across images).")
-@click.option("--tile-size", type=click.IntRange(16, 8192), default=DEFAULT_TILE_SIZE, show_default=True,
-              help="Tile side in pixels at the model's scale (rounded up to the model's multiple).")
+@click.option("--batch-size", type=click.IntRange(1, 1024), default=None, show_default="auto",
+              help=f"Tiles per engine call (taken across images); auto: {PARALLEL_BATCH_SIZE} when the engine runs "
+                   f"{pipeline.CPU_PARALLEL_CALLS} calls at once (ONNX Runtime on the CPU), else {DEFAULT_BATCH_SIZE}.")
+@click.option("--tile-size", type=click.IntRange(16, 8192), default=SEGMENT_TILE_SIZE, show_default=True,
+              help="Largest tile side in pixels at the model's scale (rounded up to the model's multiple); "
+                   "tiles are shaped to the image.")
 @click.option("--tile-overlap", type=click.IntRange(0, 8191), default=DEFAULT_TILE_OVERLAP, show_default=True,
               help="Least overlap of neighbouring tiles in pixels; must be below --tile-size.")
-@click.option("--scale-rule", type=click.Choice(SCALE_RULES), default="fov", show_default=True,
-              help="fov: scale each image so its field of view is the model's; calibre: then rescale so the "
-                   "vessels found have the model's calibre (a first look, then the real pass; for photographs "
-                   "without a dark border or with unusual resolution).")
+@click.option("--scale-rule", type=click.Choice(SCALE_RULES), default="calibre", show_default=True,
+              help="calibre: scale each image so its field of view is the model's, but never shrink it more "
+                   "than 2x, and rescale it where the vessels a first look finds are wider than the model's "
+                   "(photographs without a dark border); fov: by the field of view alone (the earlier default).")
 @click.option("--tta", is_flag=True, help="Average the four flips of each tile (4x slower, slightly smoother).")
 @click.option("--save-probabilities", is_flag=True, help="Also write 8-bit vessel probability maps.")
 @click.option("--no-overlays", is_flag=True, help="Do not write overlays.")
@@ -161,7 +153,7 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
               help="With --ray: engine actors (default: one per GPU, else one per CPU, each loading and writing its own images).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary; errors still go to stderr.")
 def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: Path | None, gt_pattern: str | None,
-            model: Path | None, engine: str, device: str, precision: str, threshold: float | None, workers: int, batch_size: int,
+            model: Path | None, engine: str, device: str, precision: str, threshold: float | None, workers: int, batch_size: int | None,
             tile_size: int, tile_overlap: int, tta: bool, save_probabilities: bool, no_overlays: bool,
             overwrite: bool, max_pixels: int, pixel_size_um: float | None, dicom_seg: bool,
             keep_identifiers: bool, scale_rule: str, shard: Shard | None, ray_address: str | None,
@@ -200,9 +192,13 @@ def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: P
             require_highdicom()
         except MissingExtraError as exc:
             raise click.UsageError(str(exc)) from None
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = error_console(quiet)
     options = _plain(click.get_current_context().params)
-    ray = None if ray_address is None else RayOptions(ray_address, ray_actors, model, engine, device, precision)
+    ray = None
+    if ray_address is not None:
+        from ..run.ray_data import RayOptions
+
+        ray = RayOptions(ray_address, ray_actors, model, engine, device, precision)
     try:
         code = _segment(config, model, engine, device, precision, err, quiet, options, ray)
     except KeyboardInterrupt:  # Ctrl-C while finding images or loading the model: nothing written yet
@@ -222,7 +218,7 @@ def _plain(value: object) -> object:
     return value
 
 
-def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str, precision: str, err: Console,
+def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str, precision: str, err: Lines,
              quiet: bool, options: dict, ray: RayOptions | None = None) -> int:
     """Plan, open the engine, run; returns the exit code (usage errors raise click exceptions).
 
@@ -237,7 +233,8 @@ def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str
         from ..engines import choose_engine
 
         # with --ray the driver only reads the model's description: the actors choose their own engine
-        selection = (choose_engine(model, engine, device, precision=precision) if ray is None
+        selection = (choose_engine(model, engine, device, precision=precision,
+                                   parallel_calls=pipeline.CPU_PARALLEL_CALLS) if ray is None
                      else choose_engine(model, "auto", "cpu", precision=precision))
     except ModelError as exc:
         raise click.UsageError(f"cannot use the model: {exc}") from None
@@ -263,7 +260,7 @@ def _segment(config: SegmentConfig, model: Path | None, engine: str, device: str
     return report.exit_code
 
 
-def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, quiet: bool,  # noqa: ANN001
+def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Lines, quiet: bool,  # noqa: ANN001
          options: dict, ray: RayOptions | None) -> tuple[Report, float]:
     """Run the pipeline under a progress bar and the signal handlers; (report, seconds it ran)."""
     for line in the_plan.unlisted:
@@ -285,9 +282,7 @@ def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, q
         which = f", shard {config.shard}" if config.shard is not None else ""
         err.print(f"{len(the_plan.items)} images{which}, {where}, threshold {threshold:.3f}", markup=False)
     stop = threading.Event()
-    columns = (TextColumn("segmenting"), BarColumn(), MofNCompleteColumn(), RateColumn(), TextColumn("ETA"),
-               TimeRemainingColumn())
-    progress = Progress(*columns, console=err, transient=True, disable=quiet or not err.is_terminal)
+    progress = progress_bar(err, quiet)
     task = progress.add_task("segment", total=None)
     started = time.perf_counter()
 
@@ -314,10 +309,7 @@ def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, q
                 report = pipeline.run(config, the_plan, engine, stop, on_start=on_start, on_result=on_result,
                                       options=options)
             else:
-                report = ray_data.run(config, the_plan, engine, ray, stop, on_start=on_start,
-                                      on_result=on_result, options=options)
-        except ray_data.RayError as exc:
-            raise Refused(str(exc)) from None
+                report = _run_on_ray(config, the_plan, engine, ray, stop, on_start, on_result, options)
         except LockedError as exc:
             raise Refused(str(exc)) from None
         except (CsvMismatchError, SettingsMismatchError, LinkedOutputError) as exc:
@@ -329,7 +321,19 @@ def _run(config: SegmentConfig, the_plan: pipeline.Plan, engine, err: Console, q
     return report, time.perf_counter() - started
 
 
-def write_report(out: Path, err: Console, quiet: bool) -> None:
+def _run_on_ray(config: SegmentConfig, the_plan: pipeline.Plan, engine, ray: RayOptions,  # noqa: ANN001
+                stop: threading.Event, on_start, on_result, options: dict) -> Report:  # noqa: ANN001
+    """``ray_data.run``, its own refusals (Ray missing, no cluster) as ``Refused``."""
+    from ..run import ray_data
+
+    try:
+        return ray_data.run(config, the_plan, engine, ray, stop, on_start=on_start, on_result=on_result,
+                            options=options)
+    except ray_data.RayError as exc:
+        raise Refused(str(exc)) from None
+
+
+def write_report(out: Path, err: Lines, quiet: bool) -> None:
     """OUT/report.html for the run so far; a page that cannot be built is a warning, not a failure."""
     from ..analysis.html_report import ReportError, build_report
 
@@ -356,6 +360,10 @@ def _print_summary(report: Report, config: SegmentConfig, seconds: float) -> Non
 def print_summary(report: Report, with_truth: bool, seconds: float, where: list[tuple[str, str]],
                   title: str = "vesselseg segment") -> None:
     """The summary table on stdout: counts, means, speed (when ``seconds``), then ``where`` rows."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(box=box.SIMPLE_HEAD, show_header=False, pad_edge=False, title=title)
     table.add_column(justify="right", style="bold")
     table.add_column()
@@ -376,7 +384,7 @@ def print_summary(report: Report, with_truth: bool, seconds: float, where: list[
     Console().print(table)
 
 
-def _print_ending(report: Report, err: Console) -> None:
+def _print_ending(report: Report, err: Lines) -> None:
     if report.fatal:
         err.print(f"error: {report.fatal}", markup=False)
     if report.interrupted_by is not None:

@@ -154,7 +154,7 @@ def _cpu_candidate(path: Path, precision: str) -> _Candidate:
     from ..variants.record import choose
 
     choice = choose(path, "fp32" if precision in ("fp16", "bf16") else precision)
-    return _Candidate("onnxruntime", "cpu", choice.path, f"CPU with {_cores()} threads and full graph optimisation; {choice.why}")
+    return _Candidate("onnxruntime", "cpu", choice.path, f"CPU, {_cores()} cores, full graph optimisation (segment runs two calls at once on half the cores each); {choice.why}")
 
 
 def _int8_candidates(path: Path, kind: str, device: str) -> list[_Candidate | Attempt]:
@@ -186,11 +186,11 @@ def _matching_plans(onnx: Path) -> list[Path]:
     return find_plans(onnx, engine_dirs(onnx))
 
 
-def _open(candidate: _Candidate, precision: str, threads: int | None) -> Engine:
+def _open(candidate: _Candidate, precision: str, threads: int | None, parallel_calls: int = 1) -> Engine:
     if candidate.engine == "onnxruntime":
         from .onnxruntime import OnnxRuntimeEngine
 
-        return OnnxRuntimeEngine(candidate.path, candidate.device, threads)
+        return OnnxRuntimeEngine(candidate.path, candidate.device, threads, parallel_calls)
     if candidate.engine == "torch":
         from .torch import TorchEngine
 
@@ -207,6 +207,7 @@ def choose_engine(
     *,
     precision: str = "auto",
     threads: int | None = None,
+    parallel_calls: int = 1,
 ) -> Selection:
     """Open the first backend that works for ``model`` (None: the shipped default) and say why.
 
@@ -215,6 +216,9 @@ def choose_engine(
     ``vesselcli.variants``), 'fp32', 'int8' (ONNX Runtime on the CPU), or for PyTorch on CUDA
     'fp16' / 'bf16'. Raises ``ModelError`` for a missing or unreadable model or a backend
     that cannot run it, ``EngineUnavailable`` when no backend can run here.
+    ``parallel_calls``: how many ``infer`` calls the caller will run at once; ONNX Runtime on
+    the CPU splits the cores between them (its ``parallel_calls`` attribute says how many it
+    was set up for); other backends ignore it and run one.
     """
     if engine not in ENGINES:
         raise ModelError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
@@ -231,7 +235,7 @@ def choose_engine(
         if isinstance(candidate, Attempt):
             attempts.append(candidate)
             continue
-        opened, reason = _start(candidate, precision, threads)
+        opened, reason = _start(candidate, precision, threads, parallel_calls)
         if opened is not None:
             attempts.append(Attempt(candidate.engine, candidate.device, str(candidate.path), "chosen", candidate.why))
             return Selection(opened, attempts)
@@ -240,12 +244,13 @@ def choose_engine(
     raise EngineUnavailable(f"no engine can run {path} here ({lines})")
 
 
-def _start(candidate: _Candidate, precision: str, threads: int | None) -> tuple[Engine | None, str]:
+def _start(candidate: _Candidate, precision: str, threads: int | None,
+           parallel_calls: int = 1) -> tuple[Engine | None, str]:
     """(the opened engine, '') or (None, why it cannot run here). A model that is bad on every
     backend raises ``ModelError``; on a GPU anything else (CUDA errors, out of memory) is a reason."""
     on_gpu = candidate.device.startswith("cuda")
     try:
-        opened = _open(candidate, precision, threads)
+        opened = _open(candidate, precision, threads, parallel_calls)
     except ImportError as exc:
         return None, f"{candidate.engine} is not installed ({exc.name or exc}){_INSTALL_HINTS.get(candidate.engine, '')}"
     except EngineUnavailable as exc:
@@ -297,9 +302,11 @@ def open_engine(
     *,
     precision: str = "auto",
     threads: int | None = None,
+    parallel_calls: int = 1,
 ) -> Engine:
     """The engine ``choose_engine`` picks; see there."""
-    return choose_engine(model, engine, device, precision=precision, threads=threads).engine
+    return choose_engine(model, engine, device, precision=precision, threads=threads,
+                         parallel_calls=parallel_calls).engine
 
 
 def _mismatch_message(engine: str, path: Path, device: str) -> str:

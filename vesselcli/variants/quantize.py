@@ -10,12 +10,12 @@
   faint thin vessels, and it is under 1% of the arithmetic. Quantizing it too cost 0.0018 of
   mask Dice inside the FOV on the worst of every third DRIVE, CHASE_DB1 and HRF training image
   of the shipped model (0.9925 against 0.9943, each tiled whole at model scale), and as an INT8
-  convolution with one input channel it was slower than in float32. The 1x1 head is quantized:
-  with it in float32 the worst Dice was the same (0.9943), and it cost a layout change and a
-  dequantization of the last 16-channel feature map.
-- The decoder's transposed convolutions are first rewritten as 1x1 convolutions and a
-  channels-last interleave (``upsample.pixel_shuffle_upsampling``), which INT8 kernels run:
-  one core, 544x544 DRIVE box, 103 -> about 80 ms.
+  convolution with one input channel it was slower than in float32.
+- The 1x1 head stays float32 too, so the logits (and the saved probability maps, the AUC) keep
+  float precision: an INT8 head left about 85 probability levels inside a DRIVE FOV. It runs as
+  a channels-last MatMul (``channels_last.matmul_head``) on the dequantized last feature map.
+- The decoder's transposed convolutions are rewritten as 1x1 convolutions and a channels-last
+  interleave (``channels_last.pixel_shuffle_upsampling``), which INT8 kernels run.
 - The model's ``vesselseg.*`` metadata is carried over, with ``vesselseg.precision`` = int8.
 
 Imports onnx and onnxruntime.quantization (the ``export`` extra); never on the inference path.
@@ -31,13 +31,19 @@ from pathlib import Path
 import numpy as np
 
 from ..engines.metadata import PREFIX
-from .upsample import pixel_shuffle_upsampling
+from .channels_last import matmul_head, pixel_shuffle_upsampling
 
 
 def sensitive_nodes(model) -> list[str]:  # noqa: ANN001 - an onnx.ModelProto
     """Name of the first convolution of a graph (kept in float32), as a list."""
     convs = [n.name for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")]
     return convs[:1]
+
+
+def float_graph(source):  # noqa: ANN001, ANN201 - onnx.ModelProto in, (ModelProto, list[str]) out
+    """``source`` respelt for INT8 (``channels_last``) and the nodes to keep in float32."""
+    rewritten, head = matmul_head(pixel_shuffle_upsampling(source))
+    return rewritten, sensitive_nodes(rewritten) + head
 
 
 def pad_to(array: np.ndarray, multiple: int) -> np.ndarray:
@@ -56,7 +62,7 @@ def quantize_int8(fp32: Path, out: Path, calibration: Iterable[np.ndarray], mult
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     source = onnx.load(str(fp32))
-    rewritten = pixel_shuffle_upsampling(source)
+    rewritten, keep_float = float_graph(source)
     input_name = source.graph.input[0].name
     inputs = [pad_to(x, multiple) for x in calibration]
     if not inputs:
@@ -81,7 +87,7 @@ def quantize_int8(fp32: Path, out: Path, calibration: Iterable[np.ndarray], mult
         quantize_static(
             str(float_tmp), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=sensitive_nodes(rewritten),
+            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep_float,
         )
     finally:
         root.setLevel(level)

@@ -1,7 +1,12 @@
-"""The U-Net's 2x2 stride-2 transposed convolutions rewritten as work INT8 kernels can do.
+"""The U-Net's float32 graph respelt so that ONNX Runtime's INT8 kernels run it channels-last.
 
     pixel_shuffle_upsampling(model) -> model   (an onnx.ModelProto; same function, float32)
+    matmul_head(model) -> (model, names)       (the 1x1 head as one channels-last Gemm)
 
+Both return the same float32 function (tested against the original graph); ``quantize_int8``
+applies them before quantizing.
+
+Upsampling.
 ONNX Runtime's CPU provider has no INT8 transposed convolution: in a QDQ model each of the
 decoder's upsamplings runs in float32 between a DequantizeLinear and a QuantizeLinear, in
 channels-first layout, and forces a layout change (Transpose) on every tensor around it and
@@ -124,3 +129,63 @@ def pixel_shuffle_upsampling(model):  # noqa: ANN001, ANN201 - onnx.ModelProto i
     graph.initializer.extend(kept)
     onnx.checker.check_model(model)
     return model
+
+
+def matmul_head(model):  # noqa: ANN001, ANN201 - onnx.ModelProto in, (ModelProto, list[str]) out
+    """A copy of ``model`` whose last 1x1 convolution (the head) is one channels-last Gemm.
+
+    Returns the model and the name of the Gemm node, which ``quantize_int8``
+    keeps in float32: the logits must keep float precision (an INT8 head gives a probability
+    map of about 85 levels inside the FOV: ``--save-probabilities`` and AUC need more). As a
+    float32 1x1 convolution the head made ONNX Runtime dequantize, transpose to channels-first
+    and reorder the last 16-channel feature map; as a Gemm over the channels-last tensor's rows
+    it only dequantizes it. Raises ``ValueError`` when the graph does not end in a 1x1 convolution.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    weights = {init.name: init for init in graph.initializer}
+    output = graph.output[0].name
+    head = next((n for n in graph.node if output in n.output), None)
+    attributes = {a.name: helper.get_attribute_value(a) for a in head.attribute} if head is not None else {}
+    if head is None or head.op_type != "Conv" or list(attributes.get("kernel_shape", [])) != [1, 1] or attributes.get("group", 1) != 1:
+        raise ValueError("the graph does not end in a 1x1 convolution")
+    w = numpy_helper.to_array(weights[head.input[1]])  # (C_out, C_in, 1, 1)
+    c_out, c_in = w.shape[:2]
+    bias = numpy_helper.to_array(weights[head.input[2]]) if len(head.input) > 2 and head.input[2] else np.zeros(c_out, np.float32)
+    p = "matmul_head"
+    names = [p + "/gemm"]
+    image = graph.input[0].name
+    # (N, C, H, W) -> channels-last rows of C -> one Gemm (bias fused) -> (N*H*W, 1), which is
+    # already the memory of the (N, 1, H, W) logits: a Reshape to the input's N, H, W ends it.
+    replacement = [
+        helper.make_node("Transpose", [head.input[0]], [p + "/nhwc"], name=p + "/to_nhwc", perm=[0, 2, 3, 1]),
+        helper.make_node("Reshape", [p + "/nhwc", p + "/rows_shape"], [p + "/rows"], name=p + "/rows"),
+        helper.make_node("Gemm", [p + "/rows", p + "/w", p + "/b"], [p + "/logit_rows"], name=names[0]),
+        helper.make_node("Shape", [image], [p + "/image_shape"], name=p + "/image_shape"),
+        helper.make_node("Gather", [p + "/image_shape", p + "/n_index"], [p + "/n"], name=p + "/n", axis=0),
+        helper.make_node("Gather", [p + "/image_shape", p + "/hw_index"], [p + "/hw"], name=p + "/hw", axis=0),
+        helper.make_node("Concat", [p + "/n", p + "/one", p + "/hw"], [p + "/n1hw"], name=p + "/n1hw", axis=0),
+        helper.make_node("Reshape", [p + "/logit_rows", p + "/n1hw"], [output], name=p + "/to_nchw"),
+    ]
+    nodes = []
+    for node in graph.node:
+        nodes.extend(replacement if node is head else [node])
+    del graph.node[:]
+    graph.node.extend(nodes)
+    if c_out != 1:
+        raise ValueError(f"the head has {c_out} outputs; expected one vessel logit")
+    graph.initializer.extend([numpy_helper.from_array(w.reshape(c_out, c_in).T.astype(np.float32).copy(), p + "/w"),
+                              numpy_helper.from_array(bias.astype(np.float32), p + "/b"),
+                              numpy_helper.from_array(np.array([-1, c_in], np.int64), p + "/rows_shape"),
+                              numpy_helper.from_array(np.array([0], np.int64), p + "/n_index"),
+                              numpy_helper.from_array(np.array([1], np.int64), p + "/one"),
+                              numpy_helper.from_array(np.array([2, 3], np.int64), p + "/hw_index")])
+    used = {name for node in graph.node for name in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    onnx.checker.check_model(model)
+    return model, names
