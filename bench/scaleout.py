@@ -57,7 +57,8 @@ def render_scaleout(runs: list[Measurement], cores: object) -> list[str]:
         "## Scale-out: Ray Data on this machine, and a million images",
         "",
         f"The same images through one `vesselseg segment` process and through `--ray local` (Ray started by the "
-        f"command on this machine's {cores} cores: one engine actor, decoding and encoding in Ray tasks); whole "
+        f"command on this machine's {cores} cores: one 1-thread engine actor per core, each decoding, inferring and "
+        "encoding its own images); whole "
         "commands, Ray's start-up included. Peak memory is not compared: Ray's workers are not the command's "
         "children, so only its driver would be counted.",
         "",

@@ -150,3 +150,43 @@ def test_ray_actors_take_the_same_first_look_as_the_local_pipeline(tmp_path: Pat
     (tmp_path / "ray" / "overlays").mkdir()
     assert pipeline.finish_one(job, probability, 0.5, paths, cfg).status == "ok"
     assert (tmp_path / "ray" / "masks" / "thick.png").read_bytes() == (tmp_path / "local" / "masks" / "thick.png").read_bytes()
+
+
+def test_cpu_ray_actors_load_look_and_write_like_the_local_pipeline(tmp_path: Path) -> None:
+    """``SegmentOnCpu`` (a CPU-only cluster's actor, called in-process: no Ray needed) takes
+    ``(Item, Partners)`` pickles and writes the local run's mask, first look included."""
+    import csv
+    import pickle
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from vesselcli.discover import OutputPaths
+    from vesselcli.run import ray_data
+
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_stripes(200, 200, 12)).save(src / "thick.png")
+    (src / "broken.png").write_bytes(b"not an image")
+    engine = DarkIsVessel(fov_diameter=180.0)
+    cfg = SegmentConfig(inputs=(src,), out=tmp_path / "local", tile_size=64, tile_overlap=16, batch_size=1,
+                        scale_rule="calibre")
+    the_plan = pipeline.plan(cfg)
+    assert pipeline.run(cfg, the_plan, engine).done == 1
+    ray_cfg = replace(cfg, out=tmp_path / "ray")
+    actor = object.__new__(ray_data.SegmentOnCpu)  # what __init__ sets, with the fake engine
+    actor.engine, actor.predict, actor.hook = engine, pipeline.predictor(engine, False), None
+    actor.spec, actor.threshold, actor.overlays = cfg.tile_spec(8), 0.5, True
+    actor.config, actor.info, actor.paths = ray_cfg, engine.info, OutputPaths(tmp_path / "ray")
+    (tmp_path / "ray" / "masks").mkdir(parents=True)
+    (tmp_path / "ray" / "overlays").mkdir()
+    payload = np.array([pickle.dumps((item, the_plan.partners[item.path])) for item in the_plan.items], dtype=object)
+    rows = {r.image: r.row() for r in (pickle.loads(blob) for blob in actor({"payload": payload})["payload"])}
+    with open(tmp_path / "local" / "results.csv", newline="", encoding="utf-8") as handle:
+        local = {r["image"]: r for r in csv.DictReader(handle)}
+    for name in ("thick.png", "broken.png"):
+        assert {k: v for k, v in rows[name].items() if k != "seconds"} == \
+            {k: v for k, v in local[name].items() if k != "seconds"}, name
+    assert local["thick.png"]["status"] == "ok" and local["broken.png"]["status"] == "error"
+    for output in ("masks/thick.png", "overlays/thick.jpg"):
+        assert (tmp_path / "ray" / output).read_bytes() == (tmp_path / "local" / output).read_bytes(), output

@@ -1,13 +1,19 @@
 """``segment --ray local`` (Ray Data on this machine's 2 CPUs, started inside the test) against a
-one-process run: byte-identical masks and the same rows; a worker killed mid-run loses nothing.
+one-process run: byte-identical masks and the same rows, in both layouts (CPU actors that load
+and write their own images; CPU tasks beside the engine actors, as on GPUs); a worker killed
+mid-run loses nothing.
 
-Ray starts once for the module (several seconds) and stops after it.
+The CLI test starts Ray through the command, which stops it again; the other tests share one
+Ray started for them (several seconds each time).
 """
 from __future__ import annotations
 
 import csv
+import os
 import threading
+import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from click.testing import CliRunner
@@ -33,26 +39,80 @@ def one_process(tmp_path_factory: pytest.TempPathFactory, drive_root: Path, mode
     src = copy_drive(drive_root, base / "in")
     result = CliRunner().invoke(main, ["segment", str(src), "-o", str(base / "one"), "--model", str(model_file), "-q"])
     assert result.exit_code == 0, result.output
-    yield base
+    return base
+
+
+@pytest.fixture(scope="module")
+def ray_running() -> Iterator[None]:
+    """Ray on this machine for the tests that call ``ray_data.run`` (a run leaves running a Ray it did not start)."""
+    ray = ray_data.connect("local")
+    yield
+    ray_data.shutdown(ray)
+
+
+def test_ray_local_equals_one_process(one_process: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
 
-    if ray.is_initialized():
-        ray.shutdown()
+    assert not ray.is_initialized(), "this test runs first: --ray local must start Ray itself"
+    started = []
+    connect = ray_data.connect
 
+    def spy(address: str):  # noqa: ANN202 - the ray module
+        module = connect(address)
+        started.append(module.cluster_resources())
+        started.append(descendants(os.getpid()))  # GCS, raylet, monitor, dashboard, workers
+        return module
 
-def test_ray_local_equals_one_process(one_process: Path, model_file: Path) -> None:
+    monkeypatch.setattr(ray_data, "connect", spy)
     out = one_process / "ray"
     result = CliRunner().invoke(main, ["segment", str(one_process / "in"), "-o", str(out), "--model",
                                        str(model_file), "--ray", "local"])
     assert result.exit_code == 0, result.output
-    import ray
-
-    assert ray.is_initialized() and ray.cluster_resources().get("CPU", 0) >= 1  # started here by --ray local
+    assert started and started[0].get("CPU", 0) >= 1  # started here by --ray local
+    assert not ray.is_initialized()  # and stopped by the run that started it, not at the interpreter's exit
+    assert len(started[1]) >= 3 and not alive(started[1]), "Ray's processes outlived the run"
     assert "4 images, Ray (local)" in result.output
     assert_same_outputs(one_process / "one", out)
     again = CliRunner().invoke(main, ["segment", str(one_process / "in"), "-o", str(out), "--model",
                                       str(model_file), "--ray", "local"])
     assert again.exit_code == 0 and "skipping 4 image(s) already done" in again.output
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """``{pid: name}`` of every process below ``pid`` (from /proc)."""
+    parents: dict[int, list[tuple[int, str]]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+        parents.setdefault(int(rest[1]), []).append((int(entry.name), name))
+    found, todo = {}, [pid]
+    while todo:
+        for child, name in parents.get(todo.pop(), []):
+            found[child] = name
+            todo.append(child)
+    return found
+
+
+def alive(pids: dict[int, str], wait_s: float = 5.0) -> dict[int, str]:
+    """Those of ``pids`` still running (not exited, not a zombie) after up to ``wait_s`` seconds."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        running = {}
+        for pid, name in pids.items():
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z":
+                running[pid] = name
+        if not running or time.monotonic() > deadline:
+            return running
+        time.sleep(0.1)
 
 
 def run_with_hook(source: Path, out: Path, model_file: Path, hook) -> tuple[object, list[str]]:  # noqa: ANN001
@@ -71,7 +131,18 @@ def run_with_hook(source: Path, out: Path, model_file: Path, hook) -> tuple[obje
     return report, seen
 
 
-def test_a_worker_killed_mid_run_loses_nothing(one_process: Path, model_file: Path, tmp_path: Path) -> None:
+def test_cpu_tasks_beside_the_engine_actors_as_on_gpus_equal_one_process(one_process: Path, model_file: Path,
+                                                                         ray_running: None,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU clusters' layout (load tasks -> engine actor -> write tasks), run on CPUs."""
+    monkeypatch.setattr(ray_data, "layout", lambda *args: ray_data.Layout(1, 0.0, cpus=1, threads=1, fused=False))
+    report, seen = run_with_hook(one_process / "in", one_process / "split", model_file, None)
+    assert (report.done, report.failed, report.exit_code) == (4, 0, 0) and len(seen) == 4
+    assert_same_outputs(one_process / "one", one_process / "split")
+
+
+def test_a_worker_killed_mid_run_loses_nothing(one_process: Path, model_file: Path, ray_running: None,
+                                               tmp_path: Path) -> None:
     marker = tmp_path / "killed"
     report, seen = run_with_hook(one_process / "in", one_process / "killed", model_file, KillOnce(marker))
     assert marker.read_text().strip(), "the hook never killed a worker"
@@ -81,7 +152,7 @@ def test_a_worker_killed_mid_run_loses_nothing(one_process: Path, model_file: Pa
 
 
 def test_a_batch_that_fails_for_good_is_error_rows_not_a_failed_run(one_process: Path, model_file: Path,
-                                                                    tmp_path: Path) -> None:
+                                                                    ray_running: None, tmp_path: Path) -> None:
     report, seen = run_with_hook(one_process / "in", tmp_path / "out", model_file, RaiseOn("04_test.tif"))
     with open(tmp_path / "out" / "results.csv", newline="", encoding="utf-8") as handle:
         rows = {r["image"]: r for r in csv.DictReader(handle)}

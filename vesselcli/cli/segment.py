@@ -150,7 +150,7 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
               help="Run on Ray Data (pip install 'vesselseg[ray]'): 'local' starts Ray here, 'auto' joins the "
                    "running cluster, or a cluster address.")
 @click.option("--ray-actors", type=click.IntRange(1, 100000), metavar="N",
-              help="With --ray: engine actors (default: one per GPU, else one per node).")
+              help="With --ray: engine actors (default: one per GPU, else one per CPU, each loading and writing its own images).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary; errors still go to stderr.")
 def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: Path | None, gt_pattern: str | None,
             model: Path | None, engine: str, device: str, precision: str, threshold: float | None, workers: int, batch_size: int | None,

@@ -4,18 +4,29 @@
 
     driver: plan, ledger (lock, resume, results.csv)            (vesselcli.run.ledger)
       -> from_items(images to do)
+    on a cluster with GPUs:
       -> map_batches(load_images)      CPU tasks: decode, FOV, prepare  (pipeline.load_one)
-      -> map_batches(Segmenter)        actor pool, one engine per actor (one GPU each where there
-                                       are GPUs): tiles batched across images (tiling.stream_tiled
-                                       with pipeline.predictor)
+      -> map_batches(Segmenter)        actor pool, one engine and one GPU per actor: tiles
+                                       batched across images (tiling.stream_tiled with
+                                       pipeline.predictor)
       -> map_batches(write_images)     CPU tasks: resize back, threshold, metrics, encode, atomic
                                        writes (pipeline.finish_one)
+    on a CPU-only cluster:
+      -> map_batches(SegmentOnCpu)     actor pool, one engine per actor, one actor per CPU: the
+                                       same three steps, one image after another, in the actor
       -> driver: one row per image into results.csv as they arrive, progress, summary
 
 Every step is the function the local pipeline's threads call, so the masks are byte for byte
 and the rows cell for cell those of a local run (``seconds`` aside). Inputs and OUT must be
 on storage every node sees at the same path (workers read and write them directly); only
 rows travel back to the driver.
+
+Why two layouts: a GPU actor must not wait for decoding and encoding, so CPU tasks do them
+beside it and images travel between them through Ray's object store. Where the engine itself
+runs on the CPU there is nothing to keep fed: separate tasks would only add a process per
+stage and two trips through the object store per image, and a many-thread engine would idle
+while its actor decodes and encodes; one 1-thread engine per CPU doing all three steps keeps
+every core busy (measured against the split layout on 2 cores: README, Scale-out).
 
 Failures: a bad image is an ``error`` row, never a failed task. A worker or node that dies
 takes its batch with it: Ray Data restarts the actor (or reruns the task) and reruns the
@@ -59,7 +70,7 @@ class RayError(RuntimeError):
 class RayOptions:
     """``address``: ``local`` (start Ray here), ``auto`` (join the running cluster) or an address.
 
-    ``actors``: engine actors (None: one per GPU, else one per node); ``model``, ``engine``,
+    ``actors``: engine actors (None: see ``layout``); ``model``, ``engine``,
     ``device``, ``precision``: what each actor opens (as ``open_engine``). ``hook``: a picklable callable the
     actor calls with the names of each batch before inferring it (tests kill a worker there).
     """
@@ -112,12 +123,17 @@ def load_images(batch: Mapping[str, np.ndarray], config: SegmentConfig, info: Mo
 
 
 class Segmenter:
-    """Ray actor: one engine, loaded once; ``Job`` pickles -> ``(Job, probability)`` pickles."""
+    """Ray actor: one engine, loaded once; ``Job`` pickles -> ``(Job, probability)`` pickles.
 
-    def __init__(self, options: RayOptions, tta: bool, spec: TileSpec, threshold: float, overlays: bool) -> None:
+    ``threads``: the engine's CPU threads (None: the engine's default, every CPU it may use).
+    """
+
+    def __init__(self, options: RayOptions, tta: bool, spec: TileSpec, threshold: float, overlays: bool,
+                 threads: int | None = None) -> None:
         from ..engines import open_engine
 
-        self.engine = open_engine(options.model, options.engine, options.device, precision=options.precision)
+        self.engine = open_engine(options.model, options.engine, options.device, precision=options.precision,
+                                  threads=threads)
         self.predict = predictor(self.engine, tta)
         self.spec = spec
         self.threshold = threshold
@@ -125,7 +141,10 @@ class Segmenter:
         self.hook = options.hook
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        entries = [_unpack(blob) for blob in batch["payload"]]
+        return _column([_pack(entry) for entry in self.infer([_unpack(blob) for blob in batch["payload"]])])
+
+    def infer(self, entries: list[Job | ImageResult]) -> list[tuple[Job, np.ndarray] | ImageResult]:
+        """Each ``Job`` -> ``(Job, (h, w) float32 probability)`` or its error row; rows pass through."""
         jobs = [e for e in entries if isinstance(e, Job)]
         if self.hook is not None:
             self.hook([job.item.name for job in jobs])
@@ -149,23 +168,44 @@ class Segmenter:
 
         for job, probability, error in stream_tiled(inputs(), self.predict, self.spec):
             done[id(job)] = inference_error(job, error) if error is not None else (job, probability[0])
-        return _column([_pack(done[id(e)] if isinstance(e, Job) else e) for e in entries])
+        return [done[id(e)] if isinstance(e, Job) else e for e in entries]
+
+
+class SegmentOnCpu(Segmenter):
+    """Ray actor for clusters without GPUs: ``(Item, Partners)`` pickles -> ``ImageResult`` (or
+    ``_Fatal``) pickles, loading, inferring and writing each batch in this process."""
+
+    def __init__(self, options: RayOptions, tta: bool, spec: TileSpec, threshold: float, config: SegmentConfig,
+                 info: ModelInfo, threads: int | None = None) -> None:
+        super().__init__(options, tta, spec, threshold, config.overlays, threads)
+        self.config = config
+        self.info = info
+        self.paths = OutputPaths(Path(config.out))
+
+    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        align = max(1, self.info.tile_multiple)
+        loaded = [load_one(*pickle.loads(blob), self.info.preprocessing, self.config, align) for blob in batch["payload"]]
+        return _column([pickle.dumps(_finish(entry, self.threshold, self.paths, self.config),
+                                     protocol=pickle.HIGHEST_PROTOCOL) for entry in self.infer(loaded)])
 
 
 def write_images(batch: Mapping[str, np.ndarray], config: SegmentConfig, threshold: float) -> dict[str, np.ndarray]:
     """Ray task: ``(Job, probability)`` pickles -> ``ImageResult`` (or ``_Fatal``) pickles."""
     paths = OutputPaths(Path(config.out))
-    out = []
-    for blob in batch["payload"]:
-        entry = _unpack(blob)
-        if isinstance(entry, tuple):
-            job, probability = entry
-            try:
-                entry = finish_one(job, probability, threshold, paths, config)
-            except FatalWriteError as exc:
-                entry = _Fatal(str(exc))
-        out.append(pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL))
-    return _column(out)
+    return _column([pickle.dumps(_finish(_unpack(blob), threshold, paths, config), protocol=pickle.HIGHEST_PROTOCOL)
+                    for blob in batch["payload"]])
+
+
+def _finish(entry: tuple[Job, np.ndarray] | ImageResult, threshold: float, paths: OutputPaths,
+            config: SegmentConfig) -> ImageResult | _Fatal:
+    """``pipeline.finish_one`` of an inferred image; an error row passes through."""
+    if not isinstance(entry, tuple):
+        return entry
+    job, probability = entry
+    try:
+        return finish_one(job, probability, threshold, paths, config)
+    except FatalWriteError as exc:
+        return _Fatal(str(exc))
 
 
 # -- the driver ---------------------------------------------------------------------------------
@@ -197,14 +237,39 @@ def connect(address: str):  # noqa: ANN201 - the ray module
     return ray
 
 
-def _actors(ray, options: RayOptions) -> tuple[int, float]:  # noqa: ANN001
-    """(number of engine actors, GPUs per actor)."""
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    if options.actors is not None:
-        return options.actors, (1.0 if gpus >= options.actors and options.device != "cpu" else 0.0)
-    if gpus and options.device != "cpu":
-        return gpus, 1.0
-    return max(1, sum(1 for node in ray.nodes() if node.get("Alive"))), 0.0
+@dataclass(frozen=True)
+class Layout:
+    """How the engine actors are laid out on the cluster.
+
+    ``actors`` engine actors, each holding ``gpus`` GPUs (1 or 0) and ``cpus`` CPUs, with an
+    engine of ``threads`` CPU threads (None: the engine's default). ``fused``: each actor also
+    loads and writes its images (``SegmentOnCpu``); otherwise CPU tasks beside the actors do.
+    """
+
+    actors: int
+    gpus: float
+    cpus: int = 1
+    threads: int | None = None
+    fused: bool = False
+
+
+def layout(total: Mapping[str, float], node_cpus: list[float], actors: int | None, device: str) -> Layout:
+    """The ``Layout`` for a cluster of ``total`` resources (Ray's ``cluster_resources()``) whose
+    live nodes have ``node_cpus`` CPUs each, with ``--ray-actors`` ``actors`` and ``--device``.
+
+    With GPUs (and not ``--device cpu``): one actor per GPU. Without: one actor per CPU, each
+    a 1-thread engine (one image at a time through all three steps keeps its core busy; several
+    threads would idle during decoding and encoding); with ``actors`` given, the cluster's
+    CPUs are shared out among them (at most a node's worth each, as an actor runs on one node).
+    """
+    gpus = int(total.get("GPU", 0))
+    if device != "cpu" and gpus and (actors is None or gpus >= actors):
+        return Layout(actors or gpus, 1.0)
+    cpus = int(total.get("CPU", 0))
+    if actors is None:
+        return Layout(max(1, cpus), 0.0, 1, 1, fused=True)
+    share = max(1, min(cpus // actors, int(max(node_cpus, default=1))))
+    return Layout(actors, 0.0, share, share, fused=True)
 
 
 def run(
@@ -228,13 +293,42 @@ def run(
     ray = _import_ray()
     settings = run_settings(config, model)
     engine, device = f"{ray_options.engine} (Ray actors)", f"Ray {ray_options.address}, {ray_options.device}"
-    with open_ledger(config, the_plan.items, the_plan.positions, settings, engine, device, options) as ledger:
-        if on_start is not None:
-            on_start(ledger.report)
-        if ledger.todo:
-            connect(ray_options.address)
-            _stream(ray, config, the_plan.partners, model.info, ray_options, ledger, stop, on_result)
+    connected_here = False
+    try:
+        with open_ledger(config, the_plan.items, the_plan.positions, settings, engine, device, options) as ledger:
+            if on_start is not None:
+                on_start(ledger.report)
+            if ledger.todo:
+                connected_here = not ray.is_initialized()
+                connect(ray_options.address)
+                _stream(ray, config, the_plan.partners, model.info, ray_options, ledger, stop, on_result)
+    finally:
+        if connected_here:
+            # Stop the Ray this run started (local) or leave the cluster it joined, now: Ray's
+            # own exit hook would do the same, after a half-second pause for log lines we
+            # do not print (log_to_driver=False).
+            shutdown(ray)
     return ledger.report
+
+
+def shutdown(ray) -> None:  # noqa: ANN001 - the ray module
+    """``ray.shutdown()``, a second sooner for a cluster this process started.
+
+    Ray stops its processes one by one, giving each a second to exit on SIGTERM. Its autoscaler
+    monitor spends that second trying to report its own end to the GCS, already stopped
+    before it, and is then SIGKILLed: killing it first (it holds nothing: this process's
+    cluster ends here) does what Ray does a second later. Reaches into Ray's private node
+    object; where that is not there (another Ray version), Ray's own shutdown does it all.
+    """
+    try:
+        node = ray._private.worker._global_node
+        monitors = node.all_processes.get("monitor", []) if node is not None and node.is_head() else []
+        for info in monitors:
+            info.process.kill()
+            info.process.wait(timeout=1)
+    except Exception:  # noqa: BLE001 - any failure here only costs the second back
+        pass
+    ray.shutdown()
 
 
 def _dataset(ray, config, partners, info, options, todo):  # noqa: ANN001, ANN202 - ray objects
@@ -244,16 +338,21 @@ def _dataset(ray, config, partners, info, options, todo):  # noqa: ANN001, ANN20
     context.max_errored_blocks = -1  # a batch that fails for good becomes error rows, not a failed run
     threshold = config.threshold if config.threshold is not None else float(info.threshold)
     spec = config.tile_spec(info.tile_multiple, info.fixed_tile)
-    actors, gpus = _actors(ray, options)
+    nodes = [float(node.get("Resources", {}).get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
+    plan = layout(ray.cluster_resources(), nodes, options.actors, options.device)
     rows = [{"payload": pickle.dumps((item, partners.get(item.path, Partners())))} for item in todo]
     blocks = max(1, math.ceil(len(rows) / IMAGES_PER_BLOCK))
+    items = ray.data.from_items(rows, override_num_blocks=blocks)
+    pool = ray.data.ActorPoolStrategy(size=plan.actors)
+    engine_args = {"options": options, "tta": config.tta, "spec": spec, "threshold": threshold, "threads": plan.threads}
+    if plan.fused:
+        return items.map_batches(SegmentOnCpu, fn_constructor_kwargs={**engine_args, "config": config, "info": info},
+                                 batch_size=IMAGES_PER_ACTOR_CALL, compute=pool, num_cpus=plan.cpus)
     return (
-        ray.data.from_items(rows, override_num_blocks=blocks)
+        items
         .map_batches(load_images, fn_kwargs={"config": config, "info": info}, batch_size=None, num_cpus=0.5)
-        .map_batches(Segmenter, fn_constructor_kwargs={"options": options, "tta": config.tta, "spec": spec,
-                                                          "threshold": threshold, "overlays": config.overlays},
-                     batch_size=IMAGES_PER_ACTOR_CALL, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1,
-                     num_gpus=gpus)
+        .map_batches(Segmenter, fn_constructor_kwargs={**engine_args, "overlays": config.overlays},
+                     batch_size=IMAGES_PER_ACTOR_CALL, compute=pool, num_cpus=plan.cpus, num_gpus=plan.gpus)
         .map_batches(write_images, fn_kwargs={"config": config, "threshold": threshold}, batch_size=None,
                      num_cpus=0.5)
     )
