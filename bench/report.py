@@ -315,9 +315,10 @@ def scaling_section(r: Results) -> list[str]:
             "## Scaling with the image size",
             "",
             "The DRIVE test photographs scaled to a camera frame's height (aspect ratio kept, centred on a black "
-            "frame of the full width; bicubic upscaling) and saved as JPEG quality 95. The pipeline brings every "
-            "photograph to the model's scale by its FOV diameter, so the network's work per image stays about the same; "
-            "decoding, resizing and encoding grow with the pixels.",
+            "frame of the full width; bicubic upscaling) and saved as JPEG quality 95. The default scale rule "
+            "(calibre) brings every photograph to the model's scale by its FOV diameter but never shrinks it more than "
+            "2x, so a large photograph gives the network more pixels than a DRIVE-sized one; decoding, resizing and "
+            "encoding grow with the pixels.",
             "",
             "| Path | Size | Images | Runs | Wall s | ms / image | Images / s | Peak MiB |",
             "|---|---|---|---|---|---|---|---|",

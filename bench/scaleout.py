@@ -72,8 +72,8 @@ def render_scaleout(runs: list[Measurement], cores: object) -> list[str]:
     lines += [
         "",
         f"- One CPU node like this one: **{f['cpu_node_images_per_s']:.2f} images/s**; a million images take "
-        f"{f['million_cpu_node_days']:.1f} node-days, so **{f['million_one_day_cpu_nodes']:.0f} such nodes** finish "
-        "them in one day (shards or Ray actors, one per node).",
+        f"{f['million_cpu_node_days']:.1f} node-days, so **{f['million_one_day_cpu_nodes']:.0f} such node{'' if f['million_one_day_cpu_nodes'] == 1 else 's'}** "
+        f"{'finishes' if f['million_one_day_cpu_nodes'] == 1 else 'finish'} them in one day (shards or Ray actors, one per node).",
         "- GPU nodes: not measured (no GPU on this machine).",
         "",
     ]
