@@ -110,11 +110,11 @@ def test_channels_last_rewrites_are_the_same_function_without_transposed_convolu
     import onnx
     import onnxruntime as ort
 
-    from vesselcli.variants.channels_last import matmul_head, pixel_shuffle_upsampling
+    from vesselcli.variants.channels_last import gemm_head, pixel_shuffle_upsampling
 
     _, fp32 = same
     source = onnx.load(str(fp32))
-    rewritten, head = matmul_head(pixel_shuffle_upsampling(source))
+    rewritten, head = gemm_head(pixel_shuffle_upsampling(source))
     assert any(n.op_type == "ConvTranspose" for n in source.graph.node)  # the rewrite has work to do, and leaves the source be
     assert not any(n.op_type == "ConvTranspose" for n in rewritten.graph.node)
     assert [n.op_type for n in rewritten.graph.node if n.name in head] == ["Gemm"]

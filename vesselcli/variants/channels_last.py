@@ -1,7 +1,7 @@
 """The U-Net's float32 graph respelt so that ONNX Runtime's INT8 kernels run it channels-last.
 
     pixel_shuffle_upsampling(model) -> model   (an onnx.ModelProto; same function, float32)
-    matmul_head(model) -> (model, names)       (the 1x1 head as one channels-last Gemm)
+    gemm_head(model) -> (model, names)         (the 1x1 head as one channels-last Gemm)
 
 Both return the same float32 function (tested against the original graph); ``quantize_int8``
 applies them before quantizing.
@@ -39,14 +39,32 @@ from __future__ import annotations
 import numpy as np
 
 
-def _spatial_factors(model) -> dict[str, int]:  # noqa: ANN001 - an onnx.ModelProto
-    """Reduction factor of every tensor's height and width against the graph input's."""
+def _attributes(node) -> dict:  # noqa: ANN001 - an onnx.NodeProto
     from onnx import helper
 
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _replace_graph(model, nodes: list, initializers: list) -> None:  # noqa: ANN001 - an onnx.ModelProto
+    """``model``'s nodes become ``nodes``, ``initializers`` are added, unused ones dropped; checked."""
+    import onnx
+
+    graph = model.graph
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in nodes for name in node.input}
+    kept = [init for init in [*graph.initializer, *initializers] if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    onnx.checker.check_model(model)
+
+
+def _spatial_factors(model) -> dict[str, int]:  # noqa: ANN001 - an onnx.ModelProto
+    """Reduction factor of every tensor's height and width against the graph input's."""
     factors = {model.graph.input[0].name: 1}
     for node in model.graph.node:
         factor = max((factors.get(name, 0) for name in node.input), default=0)
-        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attributes = _attributes(node)
         if node.op_type in ("MaxPool", "AveragePool") and list(attributes.get("strides", [1, 1])) == [2, 2]:
             factor *= 2
         elif node.op_type == "ConvTranspose":
@@ -86,7 +104,7 @@ def pixel_shuffle_upsampling(model):  # noqa: ANN001, ANN201 - onnx.ModelProto i
     image = graph.input[0].name
     nodes = []
     for node in graph.node:
-        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attributes = _attributes(node)
         if not _is_pixel_block(node, attributes):
             nodes.append(node)
             continue
@@ -98,7 +116,7 @@ def pixel_shuffle_upsampling(model):  # noqa: ANN001, ANN201 - onnx.ModelProto i
         c_in, c_out = w.shape[:2]
         bias = numpy_helper.to_array(weights[node.input[2]]) if len(node.input) > 2 and node.input[2] else np.zeros(c_out, np.float32)
         p = f"pixel_shuffle/{node.name or node.output[0]}"
-        if not any(n.name == "pixel_shuffle/image_nhw" for n in nodes):  # the input's (N, H, W), once
+        if "pixel_shuffle/nhw" not in (init.name for init in added):  # the input's (N, H, W), once
             nodes[:0] = [
                 helper.make_node("Shape", [image], ["pixel_shuffle/image_shape"], name="pixel_shuffle/image_shape"),
                 helper.make_node("Gather", ["pixel_shuffle/image_shape", constant("pixel_shuffle/nhw", np.array([0, 2, 3], np.int64))],
@@ -120,18 +138,11 @@ def pixel_shuffle_upsampling(model):  # noqa: ANN001, ANN201 - onnx.ModelProto i
             helper.make_node("Reshape", [p + "/interleaved", p + "/shape"], [p + "/up"], name=p + "/merge"),
             helper.make_node("Transpose", [p + "/up"], [node.output[0]], name=p + "/to_nchw", perm=[0, 3, 1, 2]),
         ]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    graph.initializer.extend(added)
-    used = {name for node in graph.node for name in node.input}
-    kept = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    onnx.checker.check_model(model)
+    _replace_graph(model, nodes, added)
     return model
 
 
-def matmul_head(model):  # noqa: ANN001, ANN201 - onnx.ModelProto in, (ModelProto, list[str]) out
+def gemm_head(model):  # noqa: ANN001, ANN201 - onnx.ModelProto in, (ModelProto, list[str]) out
     """A copy of ``model`` whose last 1x1 convolution (the head) is one channels-last Gemm.
 
     Returns the model and the name of the Gemm node, which ``quantize_int8``
@@ -149,13 +160,15 @@ def matmul_head(model):  # noqa: ANN001, ANN201 - onnx.ModelProto in, (ModelProt
     weights = {init.name: init for init in graph.initializer}
     output = graph.output[0].name
     head = next((n for n in graph.node if output in n.output), None)
-    attributes = {a.name: helper.get_attribute_value(a) for a in head.attribute} if head is not None else {}
+    attributes = _attributes(head) if head is not None else {}
     if head is None or head.op_type != "Conv" or list(attributes.get("kernel_shape", [])) != [1, 1] or attributes.get("group", 1) != 1:
         raise ValueError("the graph does not end in a 1x1 convolution")
     w = numpy_helper.to_array(weights[head.input[1]])  # (C_out, C_in, 1, 1)
     c_out, c_in = w.shape[:2]
+    if c_out != 1:
+        raise ValueError(f"the head has {c_out} outputs; expected one vessel logit")
     bias = numpy_helper.to_array(weights[head.input[2]]) if len(head.input) > 2 and head.input[2] else np.zeros(c_out, np.float32)
-    p = "matmul_head"
+    p = "gemm_head"
     names = [p + "/gemm"]
     image = graph.input[0].name
     # (N, C, H, W) -> channels-last rows of C -> one Gemm (bias fused) -> (N*H*W, 1), which is
@@ -170,22 +183,13 @@ def matmul_head(model):  # noqa: ANN001, ANN201 - onnx.ModelProto in, (ModelProt
         helper.make_node("Concat", [p + "/n", p + "/one", p + "/hw"], [p + "/n1hw"], name=p + "/n1hw", axis=0),
         helper.make_node("Reshape", [p + "/logit_rows", p + "/n1hw"], [output], name=p + "/to_nchw"),
     ]
-    nodes = []
-    for node in graph.node:
-        nodes.extend(replacement if node is head else [node])
-    del graph.node[:]
-    graph.node.extend(nodes)
-    if c_out != 1:
-        raise ValueError(f"the head has {c_out} outputs; expected one vessel logit")
-    graph.initializer.extend([numpy_helper.from_array(w.reshape(c_out, c_in).T.astype(np.float32).copy(), p + "/w"),
-                              numpy_helper.from_array(bias.astype(np.float32), p + "/b"),
-                              numpy_helper.from_array(np.array([-1, c_in], np.int64), p + "/rows_shape"),
-                              numpy_helper.from_array(np.array([0], np.int64), p + "/n_index"),
-                              numpy_helper.from_array(np.array([1], np.int64), p + "/one"),
-                              numpy_helper.from_array(np.array([2, 3], np.int64), p + "/hw_index")])
-    used = {name for node in graph.node for name in node.input}
-    kept = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    onnx.checker.check_model(model)
+    nodes = [new for node in graph.node for new in (replacement if node is head else [node])]
+    _replace_graph(model, nodes, [
+        numpy_helper.from_array(w.reshape(c_out, c_in).T.astype(np.float32).copy(), p + "/w"),
+        numpy_helper.from_array(bias.astype(np.float32), p + "/b"),
+        numpy_helper.from_array(np.array([-1, c_in], np.int64), p + "/rows_shape"),
+        numpy_helper.from_array(np.array([0], np.int64), p + "/n_index"),
+        numpy_helper.from_array(np.array([1], np.int64), p + "/one"),
+        numpy_helper.from_array(np.array([2, 3], np.int64), p + "/hw_index"),
+    ])
     return model, names

@@ -13,7 +13,7 @@
   convolution with one input channel it was slower than in float32.
 - The 1x1 head stays float32 too, so the logits (and the saved probability maps, the AUC) keep
   float precision: an INT8 head left about 85 probability levels inside a DRIVE FOV. It runs as
-  a channels-last MatMul (``channels_last.matmul_head``) on the dequantized last feature map.
+  a channels-last Gemm (``channels_last.gemm_head``) on the dequantized last feature map.
 - The decoder's transposed convolutions are rewritten as 1x1 convolutions and a channels-last
   interleave (``channels_last.pixel_shuffle_upsampling``), which INT8 kernels run.
 - The model's ``vesselseg.*`` metadata is carried over, with ``vesselseg.precision`` = int8.
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engines.metadata import PREFIX
-from .channels_last import matmul_head, pixel_shuffle_upsampling
+from .channels_last import gemm_head, pixel_shuffle_upsampling
 
 
 def sensitive_nodes(model) -> list[str]:  # noqa: ANN001 - an onnx.ModelProto
@@ -42,7 +42,7 @@ def sensitive_nodes(model) -> list[str]:  # noqa: ANN001 - an onnx.ModelProto
 
 def float_graph(source):  # noqa: ANN001, ANN201 - onnx.ModelProto in, (ModelProto, list[str]) out
     """``source`` respelt for INT8 (``channels_last``) and the nodes to keep in float32."""
-    rewritten, head = matmul_head(pixel_shuffle_upsampling(source))
+    rewritten, head = gemm_head(pixel_shuffle_upsampling(source))
     return rewritten, sensitive_nodes(rewritten) + head
 
 
