@@ -64,6 +64,9 @@ def test_ray_local_equals_one_process(one_process: Path, model_file: Path, monke
         return module
 
     monkeypatch.setattr(ray_data, "connect", spy)
+    # "local" starts Ray here even where RAY_ADDRESS (or a `ray start` on this machine) names
+    # another cluster: nothing listens at this address, and joining it would fail the run.
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
     out = one_process / "ray"
     result = CliRunner().invoke(main, ["segment", str(one_process / "in"), "-o", str(out), "--model",
                                        str(model_file), "--ray", "local"])
