@@ -73,6 +73,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--sizes", type=_sizes, default=list(FRAME_SIZES), help="WIDTHxHEIGHT list for size scaling (default 565x584,999x960,1752x1168,3504x2336)")
     p.add_argument("--size-images", type=int, default=20, help="images per size (default 20)")
     p.add_argument("--scaling-repeats", type=int, default=1, help="runs per scaling configuration (default 1)")
+    p.add_argument("--scaleout-repeats", type=int, default=3,
+                   help="runs of each scale-out path, alternating (default 3; medians reported)")
     p.add_argument("--scaleout-images", type=int, default=200, help="DRIVE images through one process and --ray local (default 200)")
     p.add_argument("--skip", default="", help=f"comma-separated sections to leave out: {', '.join(SECTIONS)}")
     p.add_argument("--scratch", type=Path, default=Path("/tmp/vesselseg-bench"), help="work folder for image sets and outputs")
@@ -90,7 +92,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.counts = [1, 2]
         args.sizes = args.sizes[-1:]
         args.skip.add("scaleout")
-    for name in ("images", "repeats", "size_images", "scaling_repeats", "scaleout_images"):
+    for name in ("images", "repeats", "size_images", "scaling_repeats", "scaleout_repeats", "scaleout_images"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
@@ -220,7 +222,7 @@ def run(args: argparse.Namespace, command: str) -> Results:
         else:
             log(f"scale-out: {args.scaleout_images} images, one process and --ray local")
             folder = count_set(sources, args.scaleout_images, args.scratch)
-            results.scaleout = measure_scaleout(folder, args.scaleout_images, args.scratch, args.scaling_repeats, REPO,
+            results.scaleout = measure_scaleout(folder, args.scaleout_images, args.scratch, args.scaleout_repeats, REPO,
                                                 args.model)
     results.notes += [
         "The report's path runs randomly initialised weights (seed 0): a network's time does not depend on its weights, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from .measure import Measurement, measure
@@ -22,14 +23,17 @@ DAY_S = 86_400.0
 
 def measure_scaleout(folder: Path, images: int, scratch: Path, repeats: int, cwd: Path,
                      model: Path | None = None) -> list[Measurement]:
-    """Time the one-process run and the ``--ray local`` run of ``folder`` (``images`` images)."""
+    """Time the one-process run and the ``--ray local`` run of ``folder`` (``images`` images),
+    ``repeats`` times each, alternating (one, Ray, one, Ray, ...) so that a slow spell of the
+    machine falls on both; each is then reported as its median."""
     base = [sys.executable, "-m", "vesselcli", "segment", str(folder), "-q", "--engine", "onnxruntime"]
     base += ["--model", str(model)] if model is not None else []
     condition = f"{images} DRIVE images"
-    return [
-        measure(ONE_PROCESS, condition, images, lambda o: [*base, "--out", str(o)], scratch, repeats, cwd=cwd),
-        measure(RAY_LOCAL, condition, images, lambda o: [*base, "--out", str(o), "--ray", "local"], scratch, repeats, cwd=cwd),
-    ]
+    paths = {ONE_PROCESS: lambda o: [*base, "--out", str(o)],
+             RAY_LOCAL: lambda o: [*base, "--out", str(o), "--ray", "local"]}
+    rounds = [[measure(subject, condition, images, command, scratch, 1, cwd=cwd) for subject, command in paths.items()]
+              for _ in range(max(1, repeats))]
+    return [replace(column[0], runs=tuple(run for m in column for run in m.runs)) for column in zip(*rounds)]
 
 
 def plan_figures(runs: list[Measurement]) -> dict[str, float]:

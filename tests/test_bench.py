@@ -167,3 +167,22 @@ def test_scaleout_section_states_the_ray_ratio_and_the_million_image_plan() -> N
     assert "| vesselseg segment --ray local | 200 | 1 | 120.0 | 1.67 | 1.20x |" in text
     assert "**2.00 images/s**" in text and "**6 such nodes**" in text and "not measured (no GPU" in text
     assert ["scaleout", "plan", "this machine", "ray_over_one_process", 1.2, ""] in csv_rows(results.scaleout)
+
+
+def test_scaleout_alternates_the_two_paths_and_reports_each_median(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    import bench.scaleout as scaleout
+
+    order: list[str] = []
+    walls = iter([10.0, 16.0, 30.0, 15.0, 11.0, 99.0])  # one, Ray, one, Ray, one, Ray
+
+    def fake_measure(subject, condition, images, command_for, scratch, repeats, cwd=None):  # noqa: ANN001, ANN202
+        order.append(subject)
+        return Measurement(subject, condition, images, " ".join(command_for(Path("OUT"))), (Run(next(walls), 1.0, {}),))
+
+    monkeypatch.setattr(scaleout, "measure", fake_measure)
+    one, ray = scaleout.measure_scaleout(tmp_path, 200, tmp_path, 3, tmp_path)
+    assert order == [scaleout.ONE_PROCESS, scaleout.RAY_LOCAL] * 3
+    assert (one.subject, len(one.runs), one.wall_s) == (scaleout.ONE_PROCESS, 3, 11.0)
+    assert (ray.subject, len(ray.runs), ray.wall_s) == (scaleout.RAY_LOCAL, 3, 16.0)
+    assert "--ray local" in ray.command and "--ray" not in one.command
