@@ -123,6 +123,25 @@ def print_reference(model: torch.nn.Module, cases: list[Case], pre: Preprocessin
     return 0
 
 
+def best_threshold(rows: list[dict]) -> tuple[str, dict[str, float]]:
+    """The swept threshold with the best mean over (set, scale) groups of the group's mean F1,
+    and that mean per threshold."""
+    groups = {(r["group"], r["scale"]) for r in rows}
+    means = {t: float(np.mean([np.mean([r["sweep"][t] for r in rows if (r["group"], r["scale"]) == g]) for g in groups]))
+             for t in rows[0]["sweep"]}
+    return max(means, key=means.get), means
+
+
+def print_sweep(rows: list[dict]) -> None:
+    best, means = best_threshold(rows)
+    print("\nthreshold sweep (mean over sets of each set's mean F1):")
+    for t, m in means.items():
+        print(f"  {t:>6s}  {m:.4f}{'  <- best' if t == best else ''}")
+    for group in dict.fromkeys(r["group"] for r in rows):
+        sel = [r for r in rows if r["group"] == group]
+        print(f"  {group:16s} at {best}: F1 {np.mean([r['sweep'][best] for r in sel]):.4f} ({len(sel)} rows)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.scales", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
@@ -133,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--groups", nargs="+", default=None, help="only these sets (e.g. HRF 'HRF crops')")
     parser.add_argument("--only", nargs="*", default=None, help="only these scale labels (e.g. calibre)")
     parser.add_argument("--reference", action="store_true", help="only print the model's mask width on DRIVE validation at the FOV rule (vesselcli.calibre.REFERENCE_WIDTH)")
+    parser.add_argument("--sweep", type=float, nargs="*", default=None,
+                        help="also score each probability at these thresholds and print the one with the best mean "
+                             "over sets of each set's mean F1 (every set weighs the same, however many pixels)")
     parser.add_argument("--json", default="", help="also write every image's figures to this file")
     args = parser.parse_args(argv)
     model, ckpt = load_model(args.checkpoint)
@@ -160,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             prob = probability_at(model, s, pre, factor)
             row = {"group": case.group, "image": s.name, "scale": label, "factor": factor, **score(s, prob, threshold, truth_width)}
             row["seconds"] = time.perf_counter() - start
+            if args.sweep:
+                row["sweep"] = {f"{t:g}": score(s, prob, t, truth_width)["f1"] for t in args.sweep}
             rows.append(row)
             print(f"{s.name:28s} {label:5s} factor {row['factor']:.3f}  F1 {row['f1']:.4f}  Se {row['se']:.4f}  width {row['width_ratio']:.2f}x", flush=True)
     print("\nmeans over images (F1, Se, mask/annotation width):")
@@ -168,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             sel = [r for r in rows if r["group"] == group and r["scale"] == label]
             mean = {k: float(np.mean([r[k] for r in sel])) for k in ("f1", "se", "width_ratio")}
             print(f"{group:16s} {label:5s} ({len(sel)} images)  F1 {mean['f1']:.4f}  Se {mean['se']:.4f}  width {mean['width_ratio']:.2f}x")
+    if args.sweep:
+        print_sweep(rows)
     if args.json:
         Path(args.json).write_text(json.dumps({"checkpoint": args.checkpoint, "threshold": threshold, "rows": rows}, indent=1) + "\n")
     return 0

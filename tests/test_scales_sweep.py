@@ -1,0 +1,14 @@
+"""train.scales' threshold sweep: every validation set weighs the same."""
+from __future__ import annotations
+
+from train.scales import best_threshold
+
+
+def test_best_threshold_weighs_each_set_equally_not_each_row() -> None:
+    # Three rows of set A favour 0.6 slightly; one row of set B favours 0.4 strongly. Pooled over
+    # rows 0.6 would win (3 against 1); per set, 0.4 wins.
+    rows = [{"group": "A", "scale": "calibre", "sweep": {"0.4": 0.80, "0.6": 0.82}} for _ in range(3)]
+    rows.append({"group": "B", "scale": "calibre", "sweep": {"0.4": 0.80, "0.6": 0.70}})
+    best, means = best_threshold(rows)
+    assert best == "0.4"
+    assert means["0.4"] == 0.80 and abs(means["0.6"] - 0.76) < 1e-12
