@@ -1,7 +1,7 @@
 """``segment --ray local`` (Ray Data on this machine's 2 CPUs, started inside the test) against a
 one-process run: byte-identical masks and the same rows, in both layouts (CPU actors that load
-and write their own images; CPU tasks beside the engine actors, as on GPUs); a worker killed
-mid-run loses nothing.
+and write their own images; CPU tasks beside the engine actors, as on GPUs), and the same
+identifiers.csv from DICOM inputs; a worker killed mid-run loses nothing.
 
 The CLI test starts Ray through the command, which stops it again; the other tests share one
 Ray started for them (several seconds each time).
@@ -76,6 +76,27 @@ def test_ray_local_equals_one_process(one_process: Path, model_file: Path, monke
     again = CliRunner().invoke(main, ["segment", str(one_process / "in"), "-o", str(out), "--model",
                                       str(model_file), "--ray", "local"])
     assert again.exit_code == 0 and "skipping 4 image(s) already done" in again.output
+
+
+def test_keep_identifiers_on_ray_writes_the_one_process_identifiers_csv(drive_root: Path, model_file: Path,
+                                                                        ray_running: None, tmp_path: Path) -> None:
+    pytest.importorskip("pydicom", reason="DICOM inputs need pydicom (pip install 'vesselseg[dicom]')")
+    import dicom_factory as make
+    from vesselcli.imageio import read_image
+
+    one, two = (read_image(drive_root / "test" / "images" / f"{n}_test.tif") for n in ("01", "02"))
+    src = tmp_path / "in"
+    make.save(make.photograph(one, "1.2.826.0.1.3680043.8.498.501", frames=[one, two]), src / "multi.dcm")
+    make.save(make.photograph(two, "1.2.826.0.1.3680043.8.498.502"), src / "IM0002")
+    segment = ["segment", str(src), "--model", str(model_file), "--keep-identifiers", "-q"]
+    local = CliRunner().invoke(main, [*segment, "-o", str(tmp_path / "one")])
+    assert local.exit_code == 0, local.output
+    on_ray = CliRunner().invoke(main, [*segment, "-o", str(tmp_path / "ray"), "--ray", "local"])
+    assert on_ray.exit_code == 0, on_ray.output
+    expected = (tmp_path / "one" / "identifiers.csv").read_bytes()
+    assert expected.count(b"\n") == 4 and make.IDENTIFIERS["PatientID"].encode() in expected
+    assert (tmp_path / "ray" / "identifiers.csv").read_bytes() == expected
+    assert_same_outputs(tmp_path / "one", tmp_path / "ray")
 
 
 def descendants(pid: int) -> dict[int, str]:

@@ -14,7 +14,8 @@
     on a CPU-only cluster:
       -> map_batches(SegmentOnCpu)     actor pool, one engine per actor, one actor per CPU: the
                                        same three steps, one image after another, in the actor
-      -> driver: one row per image into results.csv as they arrive, progress, summary
+      -> driver: one row per image into results.csv as they arrive (with --keep-identifiers,
+                 its identifiers row into identifiers.csv first), progress, summary
 
 Every step is the function the local pipeline's threads call, so the masks are byte for byte
 and the rows cell for cell those of a local run (``seconds`` aside). Inputs and OUT must be
@@ -52,7 +53,8 @@ import numpy as np
 from ..config import SegmentConfig
 from ..discover import OutputPaths
 from ..engines.base import Engine, ModelInfo
-from ..pipeline import FatalWriteError, Plan, finish_one, inference_error, load_one, look_first, predictor, run_settings
+from ..pipeline import (FatalWriteError, Plan, finish_one, identifier_cells, inference_error, keep_identifiers, load_one,
+                        look_first, predictor, run_settings)
 from ..report import ImageResult, Report
 from ..stages import Job, Partners, error_result
 from ..tiling import TileSpec, stream_tiled
@@ -89,7 +91,8 @@ class _Fatal:
     message: str  # a full or read-only disk: the run stops
 
 
-# -- what travels between stages: pickles of Job, (Job, probability), ImageResult or _Fatal ----
+# -- what travels between stages: pickles of Job, (Job, probability), ImageResult, and at the
+# end (ImageResult, identifiers row or None) or _Fatal ----
 # A Job's ``started`` is a perf_counter() reading, which means nothing in another process:
 # it travels as wall-clock time and is turned back on arrival.
 def _pack(entry: Any) -> bytes:
@@ -172,8 +175,8 @@ class Segmenter:
 
 
 class SegmentOnCpu(Segmenter):
-    """Ray actor for clusters without GPUs: ``(Item, Partners)`` pickles -> ``ImageResult`` (or
-    ``_Fatal``) pickles, loading, inferring and writing each batch in this process."""
+    """Ray actor for clusters without GPUs: ``(Item, Partners)`` pickles -> ``_finish`` pickles,
+    loading, inferring and writing each batch in this process."""
 
     def __init__(self, options: RayOptions, tta: bool, spec: TileSpec, threshold: float, config: SegmentConfig,
                  info: ModelInfo, threads: int | None = None) -> None:
@@ -190,22 +193,24 @@ class SegmentOnCpu(Segmenter):
 
 
 def write_images(batch: Mapping[str, np.ndarray], config: SegmentConfig, threshold: float) -> dict[str, np.ndarray]:
-    """Ray task: ``(Job, probability)`` pickles -> ``ImageResult`` (or ``_Fatal``) pickles."""
+    """Ray task: ``(Job, probability)`` pickles -> ``_finish`` pickles."""
     paths = OutputPaths(Path(config.out))
     return _column([pickle.dumps(_finish(_unpack(blob), threshold, paths, config), protocol=pickle.HIGHEST_PROTOCOL)
                     for blob in batch["payload"]])
 
 
 def _finish(entry: tuple[Job, np.ndarray] | ImageResult, threshold: float, paths: OutputPaths,
-            config: SegmentConfig) -> ImageResult | _Fatal:
-    """``pipeline.finish_one`` of an inferred image; an error row passes through."""
+            config: SegmentConfig) -> tuple[ImageResult, dict[str, str] | None] | _Fatal:
+    """``pipeline.finish_one`` of an inferred image: its row and its ``identifier_cells`` (for the
+    driver to write); an error row passes through."""
     if not isinstance(entry, tuple):
-        return entry
+        return entry, None
     job, probability = entry
     try:
-        return finish_one(job, probability, threshold, paths, config)
+        result = finish_one(job, probability, threshold, paths, config)
     except FatalWriteError as exc:
         return _Fatal(str(exc))
+    return result, identifier_cells(job, result, config)
 
 
 # -- the driver ---------------------------------------------------------------------------------
@@ -363,12 +368,14 @@ def _stream(ray, config, partners, info, options, ledger: Ledger, stop, on_resul
     recorded: set[str] = set()
     report = ledger.report
     for row in _dataset(ray, config, partners, info, options, ledger.todo).iter_rows():
-        entry = pickle.loads(row["payload"])
-        if isinstance(entry, _Fatal):
-            report.fatal = entry.message
+        answer = pickle.loads(row["payload"])
+        if isinstance(answer, _Fatal):
+            report.fatal = answer.message
             break
+        entry, cells = answer
         if entry.image in recorded:
             continue  # a rerun batch's second answer
+        entry = keep_identifiers(ledger.identifiers, cells, entry)
         try:
             ledger.writer.append(entry)
         except OSError as exc:
