@@ -95,3 +95,23 @@ class RaiseOn:
     def __call__(self, names: list[str]) -> None:
         if self.name in names:
             raise RuntimeError(f"a fault injected into the batch holding {self.name}")
+
+
+class KillWhenever:
+    """A Ray actor hook that SIGKILLs its worker every time a batch holds ``name`` (an image that
+    crashes its decoder or exhausts memory whenever it is tried); each kill appends the batch's
+    names, one line, to ``log``."""
+
+    def __init__(self, name: str, log: Path) -> None:
+        self.name = name
+        self.log = str(log)
+
+    def __call__(self, names: list[str]) -> None:
+        import os
+        import signal
+
+        if self.name not in names:
+            return
+        with open(self.log, "a", encoding="utf-8") as handle:
+            handle.write(" ".join(sorted(names)) + "\n")
+        os.kill(os.getpid(), signal.SIGKILL)

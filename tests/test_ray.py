@@ -21,8 +21,8 @@ from click.testing import CliRunner
 pytest.importorskip("ray.data", reason="Ray Data is not installed: pip install 'vesselseg[ray]'")
 
 import segment_fakes  # noqa: E402
-from run_checks import assert_same_outputs, copy_drive  # noqa: E402
-from segment_fakes import KillOnce, RaiseOn  # noqa: E402
+from run_checks import assert_same_outputs, copy_drive, rows_without_seconds  # noqa: E402
+from segment_fakes import KillOnce, KillWhenever, RaiseOn  # noqa: E402
 from vesselcli import pipeline  # noqa: E402
 from vesselcli.cli import main  # noqa: E402
 from vesselcli.config import SegmentConfig  # noqa: E402
@@ -172,11 +172,47 @@ def test_a_worker_killed_mid_run_loses_nothing(one_process: Path, model_file: Pa
     assert_same_outputs(one_process / "one", one_process / "killed")
 
 
-def test_a_batch_that_fails_for_good_is_error_rows_not_a_failed_run(one_process: Path, model_file: Path,
-                                                                    ray_running: None, tmp_path: Path) -> None:
+def test_a_batch_that_raises_is_error_rows_not_a_failed_run(one_process: Path, model_file: Path,
+                                                            ray_running: None, tmp_path: Path) -> None:
     report, seen = run_with_hook(one_process / "in", tmp_path / "out", model_file, RaiseOn("04_test.tif"))
     with open(tmp_path / "out" / "results.csv", newline="", encoding="utf-8") as handle:
         rows = {r["image"]: r for r in csv.DictReader(handle)}
     assert sorted(seen) == sorted(rows) == sorted(p.name for p in (one_process / "in").iterdir())
-    assert rows["04_test.tif"]["status"] == "error" and "its Ray task failed" in rows["04_test.tif"]["error"]
+    assert rows["04_test.tif"]["status"] == "error"
+    assert rows["04_test.tif"]["error"].startswith("failed in its Ray batch: RuntimeError: a fault injected")
     assert report.failed >= 1 and report.done + report.failed == 4 and report.exit_code == 1
+
+
+def test_an_image_that_kills_its_worker_every_time_is_an_error_row_after_3_losses(
+        one_process: Path, model_file: Path, ray_running: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray would restart the actor and rerun the batch for ever; the run ends instead, that batch's
+    images (the image and those Ray Data batched with it) error rows, every other image done.
+
+    Batches of 2 here, so that 4 images make more than one (the default batch holds 4)."""
+    monkeypatch.setattr(ray_data, "IMAGES_PER_ACTOR_CALL", 2)
+    log = tmp_path / "kills"
+    ended: list[tuple[object, list[str]]] = []
+    runner = threading.Thread(target=lambda: ended.append(run_with_hook(
+        one_process / "in", tmp_path / "out", model_file, KillWhenever("04_test.tif", log))), daemon=True)
+    runner.start()
+    runner.join(timeout=240)
+    assert ended, f"the run did not end in 240 s; kills so far: {log.read_text() if log.exists() else 0}"
+    report, seen = ended[0]
+    kills = log.read_text().splitlines()
+    assert len(kills) == ray_data.WORKER_LOSSES == 3, kills
+    batch = set(kills[0].split())
+    assert "04_test.tif" in batch and all(set(k.split()) == batch for k in kills)  # the same batch each time
+    assert len(batch) < 4, "every image was in the killed batch: nothing shows the others are kept"
+    with open(tmp_path / "out" / "results.csv", newline="", encoding="utf-8") as handle:
+        rows = {r["image"]: r for r in csv.DictReader(handle)}
+    assert sorted(seen) == sorted(rows) == sorted(p.name for p in (one_process / "in").iterdir())
+    for name in batch:
+        assert rows[name]["status"] == "error"
+        assert rows[name]["error"].startswith("lost: its Ray worker died 3 times on its batch"), rows[name]["error"]
+    assert (report.failed, report.done, report.exit_code) == (len(batch), 4 - len(batch), 1)
+    one = {r["image"]: r for r in rows_without_seconds(one_process / "one" / "results.csv")}
+    for row in rows_without_seconds(tmp_path / "out" / "results.csv"):
+        if row["image"] not in batch:
+            assert row == one[row["image"]]
+            mask = Path("masks") / (Path(row["image"]).stem + ".png")
+            assert (tmp_path / "out" / mask).read_bytes() == (one_process / "one" / mask).read_bytes()

@@ -33,8 +33,12 @@ Failures: a bad image is an ``error`` row, never a failed task. A worker or node
 takes its batch with it: Ray Data restarts the actor (or reruns the task) and reruns the
 batch (files are written whole, by rename, and a row is written by the driver only once an
 image's files are, so nothing is half-written; an image already written is rewritten with the
-same bytes). A batch whose task fails for good (an error in our own code, which Ray does not
-retry) gives its images ``error`` rows saying so, and the run goes on.
+same bytes). Ray's default is to rerun it for ever, so an image that kills its worker every
+time (a decoder crash, out of memory) would never let the run end: a batch is tried at most
+``WORKER_LOSSES`` times (Ray Core's ``max_task_retries`` for the actors, ``max_retries`` for
+the tasks), then Ray Data gives it up (``max_errored_blocks = -1``) and the driver writes
+``error`` rows ("lost: ...") for its images, that one and those batched with it. An error our
+own code raises in an actor makes the batch's images ``error`` rows naming it. The run goes on.
 """
 from __future__ import annotations
 
@@ -51,10 +55,10 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from ..config import SegmentConfig
-from ..discover import OutputPaths
+from ..discover import Item, OutputPaths
 from ..engines.base import Engine, ModelInfo
 from ..pipeline import (FatalWriteError, Plan, finish_one, identifier_cells, inference_error, keep_identifiers, load_one,
-                        look_first, predictor, run_settings)
+                        look_first, one_line, predictor, run_settings)
 from ..report import ImageResult, Report
 from ..stages import Job, Partners, error_result
 from ..tiling import TileSpec, stream_tiled
@@ -62,6 +66,12 @@ from .ledger import Ledger, open_ledger
 
 IMAGES_PER_BLOCK = 2  # the unit Ray reruns when a worker is lost
 IMAGES_PER_ACTOR_CALL = 4
+#: Tries of one batch whose worker dies before its images become ``error`` rows.
+WORKER_LOSSES = 3
+#: Ray's retry bounds for that (``map_batches`` passes them to ``ray.remote``); actors still restart
+#: without bound, as other batches need them.
+_ACTOR_RETRIES = {"max_restarts": -1, "max_task_retries": WORKER_LOSSES - 1}
+_TASK_RETRIES = {"max_retries": WORKER_LOSSES - 1}
 
 
 class RayError(RuntimeError):
@@ -144,7 +154,12 @@ class Segmenter:
         self.hook = options.hook
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return _column([_pack(entry) for entry in self.infer([_unpack(blob) for blob in batch["payload"]])])
+        entries = [_unpack(blob) for blob in batch["payload"]]
+        try:
+            answers = self.infer(entries)
+        except Exception as exc:  # noqa: BLE001 - error rows, never a failed batch
+            answers = [_batch_error(e.item, exc, e.started) if isinstance(e, Job) else e for e in entries]
+        return _column([_pack(entry) for entry in answers])
 
     def infer(self, entries: list[Job | ImageResult]) -> list[tuple[Job, np.ndarray] | ImageResult]:
         """Each ``Job`` -> ``(Job, (h, w) float32 probability)`` or its error row; rows pass through."""
@@ -187,9 +202,18 @@ class SegmentOnCpu(Segmenter):
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         align = max(1, self.info.tile_multiple)
-        loaded = [load_one(*pickle.loads(blob), self.info.preprocessing, self.config, align) for blob in batch["payload"]]
-        return _column([pickle.dumps(_finish(entry, self.threshold, self.paths, self.config),
-                                     protocol=pickle.HIGHEST_PROTOCOL) for entry in self.infer(loaded)])
+        todo = [pickle.loads(blob) for blob in batch["payload"]]
+        try:
+            loaded = [load_one(item, partners, self.info.preprocessing, self.config, align) for item, partners in todo]
+            answers = [_finish(entry, self.threshold, self.paths, self.config) for entry in self.infer(loaded)]
+        except Exception as exc:  # noqa: BLE001 - error rows, never a failed batch
+            answers = [(_batch_error(item, exc), None) for item, _ in todo]
+        return _column([pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL) for answer in answers])
+
+
+def _batch_error(item: Item, exc: BaseException, started: float | None = None) -> ImageResult:
+    """The ``error`` row of an image whose batch raised in an actor (a bug, not the image's fault alone)."""
+    return error_result(item, f"failed in its Ray batch: {one_line(exc)}; rerun the same command to retry", started)
 
 
 def write_images(batch: Mapping[str, np.ndarray], config: SegmentConfig, threshold: float) -> dict[str, np.ndarray]:
@@ -352,14 +376,16 @@ def _dataset(ray, config, partners, info, options, todo):  # noqa: ANN001, ANN20
     engine_args = {"options": options, "tta": config.tta, "spec": spec, "threshold": threshold, "threads": plan.threads}
     if plan.fused:
         return items.map_batches(SegmentOnCpu, fn_constructor_kwargs={**engine_args, "config": config, "info": info},
-                                 batch_size=IMAGES_PER_ACTOR_CALL, compute=pool, num_cpus=plan.cpus)
+                                 batch_size=IMAGES_PER_ACTOR_CALL, compute=pool, num_cpus=plan.cpus, **_ACTOR_RETRIES)
     return (
         items
-        .map_batches(load_images, fn_kwargs={"config": config, "info": info}, batch_size=None, num_cpus=0.5)
+        .map_batches(load_images, fn_kwargs={"config": config, "info": info}, batch_size=None, num_cpus=0.5,
+                     **_TASK_RETRIES)
         .map_batches(Segmenter, fn_constructor_kwargs={**engine_args, "overlays": config.overlays},
-                     batch_size=IMAGES_PER_ACTOR_CALL, compute=pool, num_cpus=plan.cpus, num_gpus=plan.gpus)
+                     batch_size=IMAGES_PER_ACTOR_CALL, compute=pool, num_cpus=plan.cpus, num_gpus=plan.gpus,
+                     **_ACTOR_RETRIES)
         .map_batches(write_images, fn_kwargs={"config": config, "threshold": threshold}, batch_size=None,
-                     num_cpus=0.5)
+                     num_cpus=0.5, **_TASK_RETRIES)
     )
 
 
@@ -391,8 +417,9 @@ def _stream(ray, config, partners, info, options, ledger: Ledger, stop, on_resul
         return
     for item in ledger.todo:
         if item.name not in recorded:
-            lost = error_result(item, "lost: its Ray task failed (see Ray's logs under /tmp/ray); rerun the same "
-                                      "command to retry")
+            lost = error_result(item, f"lost: its Ray worker died {WORKER_LOSSES} times on its batch (a crash or "
+                                      "out of memory while segmenting it or an image batched with it; see Ray's logs "
+                                      "under /tmp/ray); rerun the same command to retry")
             ledger.writer.append(lost)
             report.add(lost)
             if on_result is not None:
