@@ -97,6 +97,9 @@ def test_keep_identifiers_on_ray_writes_the_one_process_identifiers_csv(drive_ro
     assert expected.count(b"\n") == 4 and make.IDENTIFIERS["PatientID"].encode() in expected
     assert (tmp_path / "ray" / "identifiers.csv").read_bytes() == expected
     assert_same_outputs(tmp_path / "one", tmp_path / "ray")
+    again = CliRunner().invoke(main, [*segment, "-o", str(tmp_path / "ray"), "--ray", "local"])  # resumes: all done
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "ray" / "identifiers.csv").read_bytes() == expected
 
 
 def descendants(pid: int) -> dict[int, str]:

@@ -373,7 +373,7 @@ class _Run:
         except FatalWriteError as exc:
             self._fail_run(str(exc))
             return
-        self._record(keep_identifiers(self.identifiers, identifier_cells(job, result, self.config), result))
+        self._record(record_identifiers(self.identifiers, identifier_cells(job, result, self.config), result))
 
 
 # -- the per-image steps every run path takes (local threads, Ray tasks and actors) -----------
@@ -445,7 +445,7 @@ def finish_one(job: Job, probability: np.ndarray, threshold: float, paths: Outpu
     return replace(result, seconds=time.perf_counter() - job.started)
 
 
-def keep_identifiers(writer: ResultsWriter | None, cells: dict[str, str] | None, result: ImageResult) -> ImageResult:
+def record_identifiers(writer: ResultsWriter | None, cells: dict[str, str] | None, result: ImageResult) -> ImageResult:
     """Append an image's ``identifier_cells`` to ``writer`` (the run's identifiers file) before its
     row is recorded; the row to record: ``result``, or an ``error`` row when that write fails."""
     if writer is None or cells is None:

@@ -57,8 +57,8 @@ import numpy as np
 from ..config import SegmentConfig
 from ..discover import Item, OutputPaths
 from ..engines.base import Engine, ModelInfo
-from ..pipeline import (FatalWriteError, Plan, finish_one, identifier_cells, inference_error, keep_identifiers, load_one,
-                        look_first, one_line, predictor, run_settings)
+from ..pipeline import (FatalWriteError, Plan, finish_one, identifier_cells, inference_error, load_one,
+                        look_first, one_line, predictor, record_identifiers, run_settings)
 from ..report import ImageResult, Report
 from ..stages import Job, Partners, error_result
 from ..tiling import TileSpec, stream_tiled
@@ -68,8 +68,10 @@ IMAGES_PER_BLOCK = 2  # the unit Ray reruns when a worker is lost
 IMAGES_PER_ACTOR_CALL = 4
 #: Tries of one batch whose worker dies before its images become ``error`` rows.
 WORKER_LOSSES = 3
-#: Ray's retry bounds for that (``map_batches`` passes them to ``ray.remote``); actors still restart
-#: without bound, as other batches need them.
+#: Ray's retry bounds for that (``map_batches`` passes them to ``ray.remote``; Ray Data's defaults
+#: are -1, for ever); actors still restart without bound, as other batches need them. Ray 2.60
+#: names no ``map_batches`` parameter for them, so they go as ``**ray_remote_args``, which it
+#: deprecates (a ``RayDeprecationWarning``, hidden outside ``__main__`` and tests) for removal in 2.64.
 _ACTOR_RETRIES = {"max_restarts": -1, "max_task_retries": WORKER_LOSSES - 1}
 _TASK_RETRIES = {"max_retries": WORKER_LOSSES - 1}
 
@@ -401,7 +403,7 @@ def _stream(ray, config, partners, info, options, ledger: Ledger, stop, on_resul
         entry, cells = answer
         if entry.image in recorded:
             continue  # a rerun batch's second answer
-        entry = keep_identifiers(ledger.identifiers, cells, entry)
+        entry = record_identifiers(ledger.identifiers, cells, entry)
         try:
             ledger.writer.append(entry)
         except OSError as exc:
