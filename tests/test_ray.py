@@ -188,10 +188,11 @@ def test_a_batch_that_raises_is_error_rows_not_a_failed_run(one_process: Path, m
 
 def test_an_image_that_kills_its_worker_every_time_is_an_error_row_after_3_losses(
         one_process: Path, model_file: Path, ray_running: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ray would restart the actor and rerun the batch for ever; the run ends instead, that batch's
-    images (the image and those Ray Data batched with it) error rows, every other image done.
+    """Ray would restart the actor and rerun the task for ever; the run ends instead, that task's
+    images (the image and the others of its block) error rows, every other image done.
 
-    Batches of 2 here, so that 4 images make more than one (the default batch holds 4)."""
+    Blocks and batches of 2 here, so that 4 images make two tasks (by default one block holds 4)."""
+    monkeypatch.setattr(ray_data, "IMAGES_PER_BLOCK", 2)
     monkeypatch.setattr(ray_data, "IMAGES_PER_ACTOR_CALL", 2)
     log = tmp_path / "kills"
     ended: list[tuple[object, list[str]]] = []
@@ -205,13 +206,13 @@ def test_an_image_that_kills_its_worker_every_time_is_an_error_row_after_3_losse
     assert len(kills) == ray_data.WORKER_LOSSES == 3, kills
     batch = set(kills[0].split())
     assert "04_test.tif" in batch and all(set(k.split()) == batch for k in kills)  # the same batch each time
-    assert len(batch) < 4, "every image was in the killed batch: nothing shows the others are kept"
+    assert len(batch) == 2, "the killed batch must be one block of two: then the other block shows what is kept"
     with open(tmp_path / "out" / "results.csv", newline="", encoding="utf-8") as handle:
         rows = {r["image"]: r for r in csv.DictReader(handle)}
     assert sorted(seen) == sorted(rows) == sorted(p.name for p in (one_process / "in").iterdir())
     for name in batch:
         assert rows[name]["status"] == "error"
-        assert rows[name]["error"].startswith("lost: its Ray worker died 3 times on its batch"), rows[name]["error"]
+        assert rows[name]["error"].startswith("lost: its Ray worker died 3 times on the task holding it"), rows[name]["error"]
     assert (report.failed, report.done, report.exit_code) == (len(batch), 4 - len(batch), 1)
     one = {r["image"]: r for r in rows_without_seconds(one_process / "one" / "results.csv")}
     for row in rows_without_seconds(tmp_path / "out" / "results.csv"):

@@ -34,11 +34,14 @@ takes its batch with it: Ray Data restarts the actor (or reruns the task) and re
 batch (files are written whole, by rename, and a row is written by the driver only once an
 image's files are, so nothing is half-written; an image already written is rewritten with the
 same bytes). Ray's default is to rerun it for ever, so an image that kills its worker every
-time (a decoder crash, out of memory) would never let the run end: a batch is tried at most
+time (a decoder crash, out of memory) would never let the run end: a task is tried at most
 ``WORKER_LOSSES`` times (Ray Core's ``max_task_retries`` for the actors, ``max_retries`` for
 the tasks), then Ray Data gives it up (``max_errored_blocks = -1``) and the driver writes
-``error`` rows ("lost: ...") for its images, that one and those batched with it. An error our
-own code raises in an actor makes the batch's images ``error`` rows naming it. The run goes on.
+``error`` rows ("lost: ...") for the images of that task (whole blocks of ``IMAGES_PER_BLOCK``,
+bundled up to ``IMAGES_PER_ACTOR_CALL`` images at least): that one and the others of its
+task, even those of a batch finished before in it (their rows die with the task; a rerun
+redoes them). An error our own code raises in an actor makes the batch's images ``error``
+rows naming it. The run goes on.
 """
 from __future__ import annotations
 
@@ -66,7 +69,7 @@ from .ledger import Ledger, open_ledger
 
 IMAGES_PER_BLOCK = 2  # the unit Ray reruns when a worker is lost
 IMAGES_PER_ACTOR_CALL = 4
-#: Tries of one batch whose worker dies before its images become ``error`` rows.
+#: Tries of one actor task (or load/write task) whose worker dies before its images become ``error`` rows.
 WORKER_LOSSES = 3
 #: Ray's retry bounds for that (``map_batches`` passes them to ``ray.remote``; Ray Data's defaults
 #: are -1, for ever); actors still restart without bound, as other batches need them. Ray 2.60
@@ -419,8 +422,8 @@ def _stream(ray, config, partners, info, options, ledger: Ledger, stop, on_resul
         return
     for item in ledger.todo:
         if item.name not in recorded:
-            lost = error_result(item, f"lost: its Ray worker died {WORKER_LOSSES} times on its batch (a crash or "
-                                      "out of memory while segmenting it or an image batched with it; see Ray's logs "
+            lost = error_result(item, f"lost: its Ray worker died {WORKER_LOSSES} times on the task holding it (a "
+                                      "crash or out of memory on it or on another image of that task; see Ray's logs "
                                       "under /tmp/ray); rerun the same command to retry")
             ledger.writer.append(lost)
             report.add(lost)
