@@ -234,6 +234,11 @@ def test_merge_refuses_shards_that_differ_in_keep_identifiers(tmp_path: Path, fa
     assert again.exit_code == 0, again.output
     missing = CliRunner().invoke(main, ["merge", str(tmp_path / "out")])
     assert missing.exit_code == 1 and "parts/identifiers-0-of-2.csv is missing" in missing.output
+    from vesselcli.report import IDENTIFIER_COLUMNS, write_rows
+
+    write_rows(tmp_path / "out" / "parts" / "identifiers-0-of-2.csv", [{"image": "d0/elsewhere.dcm"}], IDENTIFIER_COLUMNS)
+    stray = CliRunner().invoke(main, ["merge", str(tmp_path / "out")])
+    assert stray.exit_code == 1 and "names 1 image(s) without an ok row (d0/elsewhere.dcm)" in stray.output
 
 
 # -- the Must-show, with the shipped model on real images -----------------------------------------

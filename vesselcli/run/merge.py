@@ -12,8 +12,8 @@ Checks before anything is written (each failure is one line naming the shard and
 
 Then the rows go into ``OUT/results.csv`` in the order of the whole input listing (the order
 a one-process run writes), the identifiers parts' rows into ``OUT/identifiers.csv`` in the
-same order (the file a one-process run writes), and ``OUT/run.json`` records the settings, the counts and the
-shards' start and end. The merge holds ``OUT``'s lock exclusively, so it cannot run while a
+same order (the file a one-process run writes), and ``OUT/run.json`` records the settings,
+the counts and the shards' start and end. The merge holds ``OUT``'s lock exclusively, so it cannot run while a
 shard still writes (nor a shard start while it merges), and it deletes temporary files that
 killed shards left.
 """
@@ -121,7 +121,7 @@ def _identifier_problems(parts: list[Part]) -> list[str]:
     for part in parts:
         if not part.keeps_identifiers:
             continue
-        name = PartPaths(Path("."), part.shard).identifiers.name
+        name = PartPaths(Path(), part.shard).identifiers.name  # the file's name depends on the shard alone
         if part.identifiers is None:
             found.append(f"shard {part.shard} ran with --keep-identifiers but parts/{name} is missing; redo shard "
                          f"{part.shard} with --keep-identifiers --overwrite")
