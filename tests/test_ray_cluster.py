@@ -6,14 +6,15 @@ each node, as on two machines: the driver joins the cluster by its address, as `
 does. What this cannot show: a network between the nodes (both share this machine's file
 system and address), which the shared-storage rule of the README covers.
 
-1. The run equals a one-process run (masks byte for byte, the same rows), with batches done on
-   both nodes.
+1. ``vesselseg segment IN --ray ADDRESS`` equals a one-process run (masks byte for byte, the
+   same rows), with batches done on both nodes.
 2. The second node is removed (its raylet and workers killed, as a lost machine) while one of
    its actors is in the middle of a batch: the run still loses nothing and equals a
    one-process run.
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from pathlib import Path
@@ -82,7 +83,8 @@ def both_nodes_busy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def segment_on(cluster, source: Path, out: Path, model_file: Path, hook: NodeLog):  # noqa: ANN001, ANN201
-    """``ray_data.run`` of ``source`` into ``out`` on ``cluster`` (joined by address) with ``hook``."""
+    """``ray_data.run`` of ``source`` into ``out`` on ``cluster`` (joined by address) with ``hook``: the
+    driver of `--ray ADDRESS`, with the remover thread of the test beside it."""
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(segment_fakes)  # the actors cannot import the tests folder
@@ -101,12 +103,18 @@ def batches(log: Path) -> list[tuple[str, list[str]]]:
 
 
 def test_two_nodes_equal_one_process(one_process: Path, model_file: Path, cluster, tmp_path: Path,  # noqa: ANN001
-                                     both_nodes_busy: None) -> None:
+                                     both_nodes_busy: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``vesselseg segment IN --ray ADDRESS`` itself (the hook added to the options it builds)."""
     import ray
+    from ray import cloudpickle
 
+    cloudpickle.register_pickle_by_value(segment_fakes)
     log = tmp_path / "batches"
-    report = segment_on(cluster, one_process / "in", tmp_path / "out", model_file, NodeLog(log))
-    assert (report.done, report.failed, report.exit_code) == (8, 0, 0)
+    monkeypatch.setattr(ray_data, "RayOptions", functools.partial(ray_data.RayOptions, hook=NodeLog(log)))
+    result = CliRunner().invoke(main, ["segment", str(one_process / "in"), "-o", str(tmp_path / "out"), "--model",
+                                       str(model_file), "--ray", cluster.address])
+    assert result.exit_code == 0, result.output
+    assert f"8 images, Ray ({cluster.address})" in result.output
     assert_same_outputs(one_process / "one", tmp_path / "out")
     nodes = {node.node_id for node in cluster.list_all_nodes()}
     assert len(nodes) == 2 and {node for node, _ in batches(log)} == nodes, "both nodes must segment"
