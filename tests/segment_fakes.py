@@ -95,3 +95,44 @@ class RaiseOn:
     def __call__(self, names: list[str]) -> None:
         if self.name in names:
             raise RuntimeError(f"a fault injected into the batch holding {self.name}")
+
+
+class KillWhenever:
+    """A Ray actor hook that SIGKILLs its worker every time a batch holds ``name`` (an image that
+    crashes its decoder or exhausts memory whenever it is tried); each kill appends the batch's
+    names, one line, to ``log``."""
+
+    def __init__(self, name: str, log: Path) -> None:
+        self.name = name
+        self.log = str(log)
+
+    def __call__(self, names: list[str]) -> None:
+        import os
+        import signal
+
+        if self.name not in names:
+            return
+        with open(self.log, "a", encoding="utf-8") as handle:
+            handle.write(" ".join(sorted(names)) + "\n")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class NodeLog:
+    """A Ray actor hook that appends ``<node id> <names...>`` to ``log`` for every batch; on node
+    ``stall_on`` it then sleeps ``seconds`` (long enough for a test to remove that node under it)."""
+
+    def __init__(self, log: Path, stall_on: str | None = None, seconds: float = 0.0) -> None:
+        self.log = str(log)
+        self.stall_on = stall_on
+        self.seconds = seconds
+
+    def __call__(self, names: list[str]) -> None:
+        import time
+
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+        with open(self.log, "a", encoding="utf-8") as handle:
+            handle.write(" ".join([node, *sorted(names)]) + "\n")
+        if node == self.stall_on:
+            time.sleep(self.seconds)

@@ -1,7 +1,7 @@
 """``segment --ray local`` (Ray Data on this machine's 2 CPUs, started inside the test) against a
 one-process run: byte-identical masks and the same rows, in both layouts (CPU actors that load
-and write their own images; CPU tasks beside the engine actors, as on GPUs); a worker killed
-mid-run loses nothing.
+and write their own images; CPU tasks beside the engine actors, as on GPUs), and the same
+identifiers.csv from DICOM inputs; a worker killed mid-run loses nothing.
 
 The CLI test starts Ray through the command, which stops it again; the other tests share one
 Ray started for them (several seconds each time).
@@ -21,8 +21,8 @@ from click.testing import CliRunner
 pytest.importorskip("ray.data", reason="Ray Data is not installed: pip install 'vesselseg[ray]'")
 
 import segment_fakes  # noqa: E402
-from run_checks import assert_same_outputs, copy_drive  # noqa: E402
-from segment_fakes import KillOnce, RaiseOn  # noqa: E402
+from run_checks import assert_same_outputs, copy_drive, rows_without_seconds  # noqa: E402
+from segment_fakes import KillOnce, KillWhenever, RaiseOn  # noqa: E402
 from vesselcli import pipeline  # noqa: E402
 from vesselcli.cli import main  # noqa: E402
 from vesselcli.config import SegmentConfig  # noqa: E402
@@ -79,6 +79,30 @@ def test_ray_local_equals_one_process(one_process: Path, model_file: Path, monke
     again = CliRunner().invoke(main, ["segment", str(one_process / "in"), "-o", str(out), "--model",
                                       str(model_file), "--ray", "local"])
     assert again.exit_code == 0 and "skipping 4 image(s) already done" in again.output
+
+
+def test_keep_identifiers_on_ray_writes_the_one_process_identifiers_csv(drive_root: Path, model_file: Path,
+                                                                        ray_running: None, tmp_path: Path) -> None:
+    pytest.importorskip("pydicom", reason="DICOM inputs need pydicom (pip install 'vesselseg[dicom]')")
+    import dicom_factory as make
+    from vesselcli.imageio import read_image
+
+    one, two = (read_image(drive_root / "test" / "images" / f"{n}_test.tif") for n in ("01", "02"))
+    src = tmp_path / "in"
+    make.save(make.photograph(one, "1.2.826.0.1.3680043.8.498.501", frames=[one, two]), src / "multi.dcm")
+    make.save(make.photograph(two, "1.2.826.0.1.3680043.8.498.502"), src / "IM0002")
+    segment = ["segment", str(src), "--model", str(model_file), "--keep-identifiers", "-q"]
+    local = CliRunner().invoke(main, [*segment, "-o", str(tmp_path / "one")])
+    assert local.exit_code == 0, local.output
+    on_ray = CliRunner().invoke(main, [*segment, "-o", str(tmp_path / "ray"), "--ray", "local"])
+    assert on_ray.exit_code == 0, on_ray.output
+    expected = (tmp_path / "one" / "identifiers.csv").read_bytes()
+    assert expected.count(b"\n") == 4 and make.IDENTIFIERS["PatientID"].encode() in expected
+    assert (tmp_path / "ray" / "identifiers.csv").read_bytes() == expected
+    assert_same_outputs(tmp_path / "one", tmp_path / "ray")
+    again = CliRunner().invoke(main, [*segment, "-o", str(tmp_path / "ray"), "--ray", "local"])  # resumes: all done
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "ray" / "identifiers.csv").read_bytes() == expected
 
 
 def descendants(pid: int) -> dict[int, str]:
@@ -154,11 +178,48 @@ def test_a_worker_killed_mid_run_loses_nothing(one_process: Path, model_file: Pa
     assert_same_outputs(one_process / "one", one_process / "killed")
 
 
-def test_a_batch_that_fails_for_good_is_error_rows_not_a_failed_run(one_process: Path, model_file: Path,
-                                                                    ray_running: None, tmp_path: Path) -> None:
+def test_a_batch_that_raises_is_error_rows_not_a_failed_run(one_process: Path, model_file: Path,
+                                                            ray_running: None, tmp_path: Path) -> None:
     report, seen = run_with_hook(one_process / "in", tmp_path / "out", model_file, RaiseOn("04_test.tif"))
     with open(tmp_path / "out" / "results.csv", newline="", encoding="utf-8") as handle:
         rows = {r["image"]: r for r in csv.DictReader(handle)}
     assert sorted(seen) == sorted(rows) == sorted(p.name for p in (one_process / "in").iterdir())
-    assert rows["04_test.tif"]["status"] == "error" and "its Ray task failed" in rows["04_test.tif"]["error"]
+    assert rows["04_test.tif"]["status"] == "error"
+    assert rows["04_test.tif"]["error"].startswith("failed in its Ray batch: RuntimeError: a fault injected")
     assert report.failed >= 1 and report.done + report.failed == 4 and report.exit_code == 1
+
+
+def test_an_image_that_kills_its_worker_every_time_is_an_error_row_after_3_losses(
+        one_process: Path, model_file: Path, ray_running: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray would restart the actor and rerun the task for ever; the run ends instead, that task's
+    images (the image and the others of its block) error rows, every other image done.
+
+    Blocks and batches of 2 here, so that 4 images make two tasks (by default one block holds 4)."""
+    monkeypatch.setattr(ray_data, "IMAGES_PER_BLOCK", 2)
+    monkeypatch.setattr(ray_data, "IMAGES_PER_ACTOR_CALL", 2)
+    log = tmp_path / "kills"
+    ended: list[tuple[object, list[str]]] = []
+    runner = threading.Thread(target=lambda: ended.append(run_with_hook(
+        one_process / "in", tmp_path / "out", model_file, KillWhenever("04_test.tif", log))), daemon=True)
+    runner.start()
+    runner.join(timeout=240)
+    assert ended, f"the run did not end in 240 s; kills so far: {log.read_text() if log.exists() else 0}"
+    report, seen = ended[0]
+    kills = log.read_text().splitlines()
+    assert len(kills) == ray_data.WORKER_LOSSES == 3, kills
+    batch = set(kills[0].split())
+    assert "04_test.tif" in batch and all(set(k.split()) == batch for k in kills)  # the same batch each time
+    assert len(batch) == 2, "the killed batch must be one block of two: then the other block shows what is kept"
+    with open(tmp_path / "out" / "results.csv", newline="", encoding="utf-8") as handle:
+        rows = {r["image"]: r for r in csv.DictReader(handle)}
+    assert sorted(seen) == sorted(rows) == sorted(p.name for p in (one_process / "in").iterdir())
+    for name in batch:
+        assert rows[name]["status"] == "error"
+        assert rows[name]["error"].startswith("lost: its Ray worker died 3 times on the task holding it"), rows[name]["error"]
+    assert (report.failed, report.done, report.exit_code) == (len(batch), 4 - len(batch), 1)
+    one = {r["image"]: r for r in rows_without_seconds(one_process / "one" / "results.csv")}
+    for row in rows_without_seconds(tmp_path / "out" / "results.csv"):
+        if row["image"] not in batch:
+            assert row == one[row["image"]]
+            mask = Path("masks") / (Path(row["image"]).stem + ".png")
+            assert (tmp_path / "out" / mask).read_bytes() == (one_process / "one" / mask).read_bytes()

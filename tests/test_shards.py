@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from run_checks import assert_same_outputs, copy_drive, rows_without_seconds
-from segment_fakes import DarkIsVessel, write_fundus
+from segment_fakes import DarkIsVessel, fundus, write_fundus
 from vesselcli import pipeline
 from vesselcli.cli import main
 from vesselcli.config import SegmentConfig
@@ -178,6 +178,67 @@ def test_merge_cli_exit_codes_and_messages(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "vesselseg merge" in result.output
     bad = CliRunner().invoke(main, ["segment", str(tmp_path / "in"), "-o", str(tmp_path / "x"), "--shard", "2/2"])
     assert bad.exit_code == 2 and "numbered 0 to 1" in bad.output
+
+
+# -- --keep-identifiers: one identifiers part per shard, merged like results.csv ----------------------
+def dicom_images(tmp_path: Path, count: int = 6) -> Path:
+    """``count`` single-frame DICOM photographs, one two-frame object and one PNG under ``in``."""
+    pytest.importorskip("pydicom", reason="DICOM inputs need pydicom (pip install 'vesselseg[dicom]')")
+    import dicom_factory as make
+
+    src = tmp_path / "in"
+    for i in range(count):
+        make.save(make.photograph(fundus(70 + i, 80, seed=i), f"1.2.826.0.1.3680043.8.498.{300 + i}"),
+                  src / f"d{i % 2}" / f"im{i}.dcm")
+    frames = [fundus(76, 84, seed=40), fundus(76, 84, seed=41)]
+    make.save(make.photograph(frames[0], "1.2.826.0.1.3680043.8.498.399", frames=frames), src / "multi.dcm")
+    write_fundus(src / "plain.png", 72, 80, seed=9)  # not DICOM: no identifiers row
+    return src
+
+
+def test_keep_identifiers_with_shards_merges_to_the_one_process_file(tmp_path: Path) -> None:
+    dicom_images(tmp_path)
+    run(config(tmp_path, "one", keep_identifiers=True))
+    expected = (tmp_path / "one" / "identifiers.csv").read_bytes()
+    assert expected.count(b"\n") == 1 + 6 + 2  # the header, six objects, two frames
+    names = [i.name for i in pipeline.plan(config(tmp_path, "one")).items]
+    assert {shard_of(n, 2) for n in names if n.endswith(".dcm")} == {0, 1}, "both shards must have DICOM images"
+    stop = threading.Event()  # shard 0 stopped after its first image, then resumed
+    first = run(config(tmp_path, "out", Shard(0, 2), keep_identifiers=True, workers=1), stop=stop,
+                on_result=lambda result: stop.set())
+    assert first.done and first.remaining
+    run(config(tmp_path, "out", Shard(0, 2), keep_identifiers=True))
+    run(config(tmp_path, "out", Shard(1, 2), keep_identifiers=True))
+    out = tmp_path / "out"
+    assert sorted(p.name for p in (out / "parts").glob("identifiers-*")) == ["identifiers-0-of-2.csv",
+                                                                           "identifiers-1-of-2.csv"]
+    assert not (out / "identifiers.csv").exists()  # a shard writes only its part
+    merge(out)
+    assert (out / "identifiers.csv").read_bytes() == expected
+    assert_same_outputs(tmp_path / "one", out)
+
+
+def test_merge_refuses_shards_that_differ_in_keep_identifiers(tmp_path: Path, fake_engine) -> None:  # noqa: ANN001
+    dicom_images(tmp_path, 4)
+    segment = ["segment", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-q"]
+    kept = CliRunner().invoke(main, [*segment, "--shard", "0/2", "--keep-identifiers"])
+    assert kept.exit_code == 0, kept.output
+    assert (tmp_path / "out" / "parts" / "identifiers-0-of-2.csv").is_file()
+    assert CliRunner().invoke(main, [*segment, "--shard", "1/2"]).exit_code == 0
+    result = CliRunner().invoke(main, ["merge", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "shard 1/2 ran with other settings than shard 0/2 (identifiers: True vs None)" in result.output
+    assert not (tmp_path / "out" / "identifiers.csv").exists() and not (tmp_path / "out" / "results.csv").exists()
+    (tmp_path / "out" / "parts" / "identifiers-0-of-2.csv").unlink()
+    again = CliRunner().invoke(main, [*segment, "--shard", "1/2", "--keep-identifiers", "--overwrite"])
+    assert again.exit_code == 0, again.output
+    missing = CliRunner().invoke(main, ["merge", str(tmp_path / "out")])
+    assert missing.exit_code == 1 and "parts/identifiers-0-of-2.csv is missing" in missing.output
+    from vesselcli.report import IDENTIFIER_COLUMNS, write_rows
+
+    write_rows(tmp_path / "out" / "parts" / "identifiers-0-of-2.csv", [{"image": "d0/elsewhere.dcm"}], IDENTIFIER_COLUMNS)
+    stray = CliRunner().invoke(main, ["merge", str(tmp_path / "out")])
+    assert stray.exit_code == 1 and "names 1 image(s) without an ok row (d0/elsewhere.dcm)" in stray.output
 
 
 # -- the Must-show, with the shipped model on real images -----------------------------------------

@@ -23,7 +23,8 @@ the CSV stays whole. A full or read-only disk stops the run the same way (``Repo
 DICOM inputs: objects that are not photographs are left out at planning (one warning line
 each, ``Plan.skipped``); a multi-frame object is one image per frame. With
 ``keep_identifiers`` their patient identifiers go to ``identifiers.csv`` (one row per image
-done), and nowhere else; without it they are written nowhere.
+done, in input order when the run ends; a shard's go to its part, see ``vesselcli.run.parts``),
+and nowhere else; without it they are written nowhere.
 
 Resuming, locking, the results file (``results.csv``, or a shard's part) and the run's
 record (``OUT/run.json``: only a run with the recorded settings resumes, see
@@ -51,7 +52,7 @@ from .imageio import IMAGE_EXTENSIONS
 from .io.dicom import DICOM_EXTENSIONS, IDENTIFIER_KEYWORDS
 from .pairing import pair_files
 from .preprocess import Preprocessing
-from .report import ImageResult, Report, ResultsWriter, read_rows
+from .report import IDENTIFIER_COLUMNS, ImageResult, Report, ResultsWriter
 from .run.ledger import open_ledger
 from .run.shards import shard_of
 from .runrecord import output_settings
@@ -127,13 +128,15 @@ def _pair(images: list[Path], folder: Path | None, pattern: str | None) -> tuple
     return pairs, errors
 
 
-#: ``identifiers.csv`` (``--keep-identifiers``): the one file of OUT holding patient identifiers.
-IDENTIFIER_COLUMNS = ("image", "patient_name", "patient_id", "patient_birth_date", "accession_number",
-                      "study_instance_uid", "series_instance_uid", "sop_instance_uid", "frame")
+def identifier_cells(job: Job, result: ImageResult, config: SegmentConfig) -> dict[str, str] | None:
+    """The ``identifiers.csv`` row of an image (``IDENTIFIER_COLUMNS`` -> text), on every run path.
 
-
-def _identifier_cells(job: Job) -> dict[str, str]:
-    ids = job.identifiers or {}
+    None unless ``--keep-identifiers``, the image is DICOM and its ``result`` is ``ok``; a Ray
+    actor returns it beside the image's row, for the driver to write.
+    """
+    if not config.keep_identifiers or job.identifiers is None or result.status != "ok":
+        return None
+    ids = job.identifiers
     names = dict(zip(IDENTIFIER_KEYWORDS, IDENTIFIER_COLUMNS[1:5]))
     cells = {column: ids.get(keyword, "") for keyword, column in names.items()}
     cells.update(image=job.item.name, study_instance_uid=ids.get("StudyInstanceUID", ""),
@@ -185,19 +188,8 @@ def run(
                      options) as ledger:
         if on_start is not None:
             on_start(ledger.report)
-        identifiers = None
-        if config.keep_identifiers:
-            paths = ledger.paths
-            redo = {i.name for i in ledger.todo}
-            earlier = [] if config.overwrite else read_rows(paths.identifiers, IDENTIFIER_COLUMNS)
-            identifiers = ResultsWriter(paths.identifiers, [r for r in earlier if r["image"] not in redo],
-                                        IDENTIFIER_COLUMNS)
-        try:
-            _Run(config, the_plan, engine, stop, ledger.paths, ledger.writer, ledger.report, on_result,
-                 identifiers).go(ledger.todo)
-        finally:
-            if identifiers is not None:
-                identifiers.close()
+        _Run(config, the_plan, engine, stop, ledger.paths, ledger.writer, ledger.report, on_result,
+             ledger.identifiers).go(ledger.todo)
     return ledger.report
 
 
@@ -378,14 +370,10 @@ class _Run:
         """Finish, write and record one image; a full or read-only disk stops the run."""
         try:
             result = finish_one(job, probability, self.threshold, self.paths, self.config)
-            if self.identifiers is not None and job.identifiers is not None and result.status == "ok":
-                self.identifiers.append_cells(_identifier_cells(job))
         except FatalWriteError as exc:
             self._fail_run(str(exc))
             return
-        except OSError as exc:
-            result = error_result(job.item, f"cannot write identifiers.csv: {exc.strerror or exc}", job.started)
-        self._record(result)
+        self._record(record_identifiers(self.identifiers, identifier_cells(job, result, self.config), result))
 
 
 # -- the per-image steps every run path takes (local threads, Ray tasks and actors) -----------
@@ -455,6 +443,19 @@ def finish_one(job: Job, probability: np.ndarray, threshold: float, paths: Outpu
     except Exception as exc:  # noqa: BLE001 - one image must not stop the run
         return error_result(job.item, one_line(exc), job.started)
     return replace(result, seconds=time.perf_counter() - job.started)
+
+
+def record_identifiers(writer: ResultsWriter | None, cells: dict[str, str] | None, result: ImageResult) -> ImageResult:
+    """Append an image's ``identifier_cells`` to ``writer`` (the run's identifiers file) before its
+    row is recorded; the row to record: ``result``, or an ``error`` row when that write fails."""
+    if writer is None or cells is None:
+        return result
+    try:
+        writer.append_cells(cells)
+    except OSError as exc:
+        return ImageResult(result.image, "error", result.seconds,
+                           error=f"cannot write {writer.path.name}: {exc.strerror or exc}")
+    return result
 
 
 def one_line(exc: BaseException) -> str:

@@ -39,6 +39,10 @@ TAIL_COLUMNS = ("seconds", "status", "error")
 #: The one header of every results.csv (groups that other issues add go in between, in the
 #: README's order).
 COLUMNS = IMAGE_COLUMNS + METADATA_COLUMNS + MASK_COLUMNS + MORPHOLOGY_COLUMNS + GT_COLUMNS + TAIL_COLUMNS
+#: ``identifiers.csv`` (``--keep-identifiers``; a shard's ``parts/identifiers-I-of-N.csv``): the
+#: one file of OUT holding patient identifiers, one row per DICOM image done.
+IDENTIFIER_COLUMNS = ("image", "patient_name", "patient_id", "patient_birth_date", "accession_number",
+                      "study_instance_uid", "series_instance_uid", "sop_instance_uid", "frame")
 
 
 @dataclass(frozen=True)

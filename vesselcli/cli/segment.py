@@ -142,7 +142,7 @@ def stop_on_signals(stop: threading.Event, announce) -> Iterator[list[int]]:  # 
               help="Also write a DICOM Segmentation per DICOM input to OUT/dicom-seg/ (needs vesselseg[dicom]).")
 @click.option("--keep-identifiers", is_flag=True,
               help="Write DICOM inputs' patient name, ID, birth date and accession number to OUT/identifiers.csv "
-                   "(default: written nowhere in OUT).")
+                   "(a shard: to OUT/parts, merged by `vesselseg merge`; default: written nowhere in OUT).")
 @click.option("--shard", callback=_check_shard, metavar="I/N|auto",
               help="Do only shard I of N (0-based; by a hash of each image's name) into OUT/parts; 'auto' reads "
                    "Slurm array or torchrun variables. Then `vesselseg merge OUT`.")
@@ -172,9 +172,6 @@ def segment(inputs: tuple[Path, ...], out: Path, gt_dir: Path | None, fov_dir: P
     if shard is not None and ray_address is not None:
         raise click.UsageError("--shard and --ray do not go together: Ray spreads the images over the cluster itself; "
                                "use one or the other")
-    if keep_identifiers and (shard is not None or ray_address is not None):
-        raise click.UsageError("--keep-identifiers is for one-process runs only (identifiers.csv is not yet split "
-                               "into shard parts); run without --shard/--ray, or leave the identifiers out")
     if ray_actors is not None and ray_address is None:
         raise click.BadParameter("only applies with --ray", param_hint="--ray-actors")
     config = SegmentConfig(

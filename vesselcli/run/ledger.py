@@ -7,15 +7,16 @@ already done (resume), the results file and, for a shard, its record in ``OUT/pa
         ...  # segment ledger.todo, append each ImageResult to ledger.writer, add it to ledger.report
 
 A whole run holds ``OUT/.vesselseg.lock`` exclusively and writes ``OUT/results.csv`` and
-``OUT/run.json`` (``vesselcli.runrecord``); shard I of N holds that lock shared and
+``OUT/run.json`` (``vesselcli.runrecord``), with ``--keep-identifiers`` ``OUT/identifiers.csv``
+too; shard I of N holds that lock shared and
 ``OUT/parts/.lock-I-of-N`` exclusively, and writes ``OUT/parts/results-I-of-N.csv`` and
 ``OUT/parts/run-I-of-N.json`` (the same record, with the shard's images; see
-``vesselcli.run.parts``). A run with other settings than recorded is refused unless
+``vesselcli.run.parts``), and ``OUT/parts/identifiers-I-of-N.csv``. A run with other settings than recorded is refused unless
 ``overwrite``. An image is done when its
 mask exists and the results file has an ``ok`` row for it; the rows of images redone are
-dropped first, so no image gets two rows. When the run ends (finished, stopped or
-interrupted, not on a full disk) the results file is rewritten in input order, so it is the
-same file whichever worker finished first.
+dropped first, so no image gets two rows (nor two identifier rows). When the run ends
+(finished, stopped or interrupted, not on a full disk) the results file and the identifiers
+file are rewritten in input order, so they are the same files whichever worker finished first.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from ..config import SegmentConfig
 from ..discover import Item, OutputPaths, linked_outputs
 from ..lock import OutputLock
-from ..report import Report, ResultsWriter, read_rows, rewrite_in_order
+from ..report import IDENTIFIER_COLUMNS, Report, ResultsWriter, read_rows, rewrite_in_order
 from ..runrecord import SettingsMismatchError, check_settings, differences, new_record, now, write_run
 from .parts import PartPaths, read_manifest, write_manifest
 
@@ -43,6 +44,7 @@ class Ledger:
     todo: list[Item]
     report: Report
     writer: ResultsWriter
+    identifiers: ResultsWriter | None = None  # with --keep-identifiers: append an image's row before its results row
 
 
 def _is_done(item: Item, ok_names: set[str], paths: OutputPaths, dicom_seg: bool = False) -> bool:
@@ -75,6 +77,12 @@ def _check_part(part: PartPaths, record: Mapping[str, Any] | None, settings: Map
             f"shard {part.shard} in {part.out} was started with other settings ({shown}); rerun it with the "
             "same options, or pass --overwrite to redo this shard (and the others, so that merge accepts them)"
         )
+
+
+def _open_identifiers(path: Path, redo: set[str], overwrite: bool) -> ResultsWriter:
+    """The identifiers file, keeping an earlier run's rows but those of images redone (none with ``overwrite``)."""
+    earlier = [] if overwrite else read_rows(path, IDENTIFIER_COLUMNS)
+    return ResultsWriter(path, [r for r in earlier if r["image"] not in redo], IDENTIFIER_COLUMNS)
 
 
 @contextmanager
@@ -127,10 +135,17 @@ def open_ledger(
         started = time.monotonic()
         save(record)  # before any output: whatever is in OUT from now on was made with these settings
         writer = ResultsWriter(csv_path, kept)
+        stack.callback(writer.close)
+        ids_path = part.identifiers if part is not None else paths.identifiers
+        identifiers = _open_identifiers(ids_path, redo, config.overwrite) if config.keep_identifiers else None
+        if identifiers is not None:
+            stack.callback(identifiers.close)
         try:
-            yield Ledger(paths, csv_path, todo, report, writer)
+            yield Ledger(paths, csv_path, todo, report, writer, identifiers)
         finally:
             writer.close()
+            if identifiers is not None:
+                identifiers.close()
             record.update(finished=now(), duration_s=round(time.monotonic() - started, 3),
                           counts={"done": report.done, "failed": report.failed, "skipped": report.skipped})
             if part is not None:
@@ -138,6 +153,8 @@ def open_ledger(
             try:
                 if not report.fatal:
                     rewrite_in_order(csv_path, [i.name for i in items])
+                    if identifiers is not None:
+                        rewrite_in_order(ids_path, [i.name for i in items], IDENTIFIER_COLUMNS)
                 save(record)
             except OSError:
                 pass  # a full disk: the record written at the start still holds the settings

@@ -6,11 +6,14 @@ Checks before anything is written (each failure is one line naming the shard and
 - every shard is complete: it ended with a row for each image it listed, and no other rows;
 - no image twice: each image is listed by one shard only, the one its name hashes to;
 - the same run settings (``vesselcli.runrecord``: the model's SHA-256, threshold, scale,
-  tiling, annotations, outputs ...; a model at another path with the same bytes is the same).
+  tiling, annotations, outputs ...; a model at another path with the same bytes is the same),
+  ``--keep-identifiers`` among them: all shards kept the identifiers or none did;
+- with ``--keep-identifiers``, each shard's identifiers part is there and names only its own images.
 
 Then the rows go into ``OUT/results.csv`` in the order of the whole input listing (the order
-a one-process run writes), and ``OUT/run.json`` records the settings, the counts and the
-shards' start and end. The merge holds ``OUT``'s lock exclusively, so it cannot run while a
+a one-process run writes), the identifiers parts' rows into ``OUT/identifiers.csv`` in the
+same order (the file a one-process run writes), and ``OUT/run.json`` records the settings,
+the counts and the shards' start and end. The merge holds ``OUT``'s lock exclusively, so it cannot run while a
 shard still writes (nor a shard start while it merges), and it deletes temporary files that
 killed shards left.
 """
@@ -26,7 +29,7 @@ from typing import Any
 from .. import __version__
 from ..discover import OutputPaths
 from ..lock import OutputLock
-from ..report import CsvMismatchError, Report, read_rows, write_rows
+from ..report import IDENTIFIER_COLUMNS, CsvMismatchError, Report, read_rows, write_rows
 from ..runrecord import differences, now, write_run
 from .ledger import remove_stale_temporaries
 from .parts import PartError, PartPaths, find_manifests, read_manifest
@@ -46,6 +49,12 @@ class Part:
     shard: Shard
     record: dict[str, Any]
     rows: list[dict[str, str]]
+    identifiers: list[dict[str, str]] | None = None  # its identifiers part's rows; None: no such file
+
+    @property
+    def keeps_identifiers(self) -> bool:
+        """Whether the shard ran with ``--keep-identifiers`` (as its record says)."""
+        return bool((self.record.get("settings") or {}).get("identifiers"))
 
 
 def read_part(out: Path, shard: Shard) -> Part:
@@ -54,9 +63,10 @@ def read_part(out: Path, shard: Shard) -> Part:
     record = read_manifest(paths.manifest) or {}
     try:
         rows = read_rows(paths.csv)
+        identifiers = read_rows(paths.identifiers, IDENTIFIER_COLUMNS) if paths.identifiers.is_file() else None
     except CsvMismatchError as exc:
         raise PartError(str(exc)) from None
-    return Part(shard, record, rows)
+    return Part(shard, record, rows, identifiers)
 
 
 def _listed(more: list[str]) -> list[str]:
@@ -100,7 +110,28 @@ def check_parts(parts: list[Part], count: int) -> list[str]:
              for name, shards in owners.items() if len(shards) > 1]
     problems += _listed(twice) + _listed(strays)
     problems += _differing_settings(parts)
+    problems += _identifier_problems(parts)
     return problems
+
+
+def _identifier_problems(parts: list[Part]) -> list[str]:
+    """Identifiers parts missing or naming images their shard has no ``ok`` row for (with
+    ``--keep-identifiers``; shards that differ in it are other settings, see ``_differing_settings``)."""
+    found = []
+    for part in parts:
+        if not part.keeps_identifiers:
+            continue
+        name = PartPaths(Path(), part.shard).identifiers.name  # the file's name depends on the shard alone
+        if part.identifiers is None:
+            found.append(f"shard {part.shard} ran with --keep-identifiers but parts/{name} is missing; redo shard "
+                         f"{part.shard} with --keep-identifiers --overwrite")
+            continue
+        ok = {r["image"] for r in part.rows if r.get("status") == "ok"}
+        stray = sorted({r["image"] for r in part.identifiers} - ok)
+        if stray:
+            found.append(f"shard {part.shard}'s parts/{name} names {len(stray)} image(s) without an ok row "
+                         f"({', '.join(stray[:3])}); redo shard {part.shard} with --keep-identifiers --overwrite")
+    return found
 
 
 def _differing_settings(parts: list[Part]) -> list[str]:
@@ -135,7 +166,8 @@ def report_of(rows: list[dict[str, str]]) -> Report:
 
 
 def merge(out: Path) -> tuple[Report, int]:
-    """Check the parts and write ``OUT/results.csv`` and ``OUT/run.json``; (merged tally, shard count).
+    """Check the parts and write ``OUT/results.csv``, ``OUT/run.json`` (and ``OUT/identifiers.csv``
+    when the shards kept identifiers); (merged tally, shard count).
 
     Raises ``MergeError`` (nothing written) when the parts cannot be merged, ``LockedError``
     when a shard (or another run) still holds ``out``.
@@ -161,19 +193,23 @@ def merge(out: Path) -> tuple[Report, int]:
         problems = check_parts(parts, count)
         if problems:
             raise MergeError("\n".join(problems))
-        rows = _in_input_order(parts)
+        rows = _in_input_order(parts, [p.rows for p in parts])
         write_rows(paths.csv, rows)
+        if parts[0].keeps_identifiers:  # then every part does: checked above
+            write_rows(paths.identifiers, _in_input_order(parts, [p.identifiers or [] for p in parts]),
+                       IDENTIFIER_COLUMNS)
         report = report_of(rows)
         _write_run_record(out, parts, report)
         remove_stale_temporaries(out)
     return report, count
 
 
-def _in_input_order(parts: list[Part]) -> list[dict[str, str]]:
+def _in_input_order(parts: list[Part], tables: list[list[dict[str, str]]]) -> list[dict[str, str]]:
+    """The rows of ``tables`` (one per part, rows keyed by ``image``) in the whole input listing's order."""
     place: dict[str, int] = {}
     for part in parts:
         place.update({name: position for position, name in part.record.get("images", [])})
-    rows = [row for part in parts for row in part.rows]
+    rows = [row for table in tables for row in table]
     rows.sort(key=lambda row: place[row["image"]])
     return rows
 

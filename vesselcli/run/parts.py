@@ -10,6 +10,8 @@ Shard I of N writes, beside the shared ``OUT/masks`` (and overlays, probabilitie
   ``settings`` is the flat dict of what shapes outputs (as in ``OUT/run.json``); ``images``
   lists the shard's images with their position in the whole input listing (so the merged
   file can be in input order); ``complete`` is true once every listed image has its row.
+- ``parts/identifiers-I-of-N.csv``: with ``--keep-identifiers`` only, its DICOM images'
+  patient identifiers, in the one ``identifiers.csv`` schema, kept as a whole run keeps them.
 - ``parts/.lock-I-of-N``: the shard's lock (the same shard cannot run twice at once).
 """
 from __future__ import annotations
@@ -42,6 +44,10 @@ class PartPaths:
     @property
     def csv(self) -> Path:
         return self.folder / f"results-{self.shard.tag}.csv"
+
+    @property
+    def identifiers(self) -> Path:
+        return self.folder / f"identifiers-{self.shard.tag}.csv"
 
     @property
     def manifest(self) -> Path:

@@ -14,7 +14,8 @@
     on a CPU-only cluster:
       -> map_batches(SegmentOnCpu)     actor pool, one engine per actor, one actor per CPU: the
                                        same three steps, one image after another, in the actor
-      -> driver: one row per image into results.csv as they arrive, progress, summary
+      -> driver: one row per image into results.csv as they arrive (with --keep-identifiers,
+                 its identifiers row into identifiers.csv first), progress, summary
 
 Every step is the function the local pipeline's threads call, so the masks are byte for byte
 and the rows cell for cell those of a local run (``seconds`` aside). Inputs and OUT must be
@@ -32,8 +33,15 @@ Failures: a bad image is an ``error`` row, never a failed task. A worker or node
 takes its batch with it: Ray Data restarts the actor (or reruns the task) and reruns the
 batch (files are written whole, by rename, and a row is written by the driver only once an
 image's files are, so nothing is half-written; an image already written is rewritten with the
-same bytes). A batch whose task fails for good (an error in our own code, which Ray does not
-retry) gives its images ``error`` rows saying so, and the run goes on.
+same bytes). Ray's default is to rerun it for ever, so an image that kills its worker every
+time (a decoder crash, out of memory) would never let the run end: a task is tried at most
+``WORKER_LOSSES`` times (Ray Core's ``max_task_retries`` for the actors, ``max_retries`` for
+the tasks), then Ray Data gives it up (``max_errored_blocks = -1``) and the driver writes
+``error`` rows ("lost: ...") for the images of that task (whole blocks of ``IMAGES_PER_BLOCK``,
+bundled up to ``IMAGES_PER_ACTOR_CALL`` images at least): that one and the others of its
+task, even those of a batch finished before in it (their rows die with the task; a rerun
+redoes them). An error our own code raises in an actor makes the batch's images ``error``
+rows naming it. The run goes on.
 """
 from __future__ import annotations
 
@@ -50,9 +58,10 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from ..config import SegmentConfig
-from ..discover import OutputPaths
+from ..discover import Item, OutputPaths
 from ..engines.base import Engine, ModelInfo
-from ..pipeline import FatalWriteError, Plan, finish_one, inference_error, load_one, look_first, predictor, run_settings
+from ..pipeline import (FatalWriteError, Plan, finish_one, identifier_cells, inference_error, load_one,
+                        look_first, one_line, predictor, record_identifiers, run_settings)
 from ..report import ImageResult, Report
 from ..stages import Job, Partners, error_result
 from ..tiling import TileSpec, stream_tiled
@@ -63,6 +72,14 @@ from .ledger import Ledger, open_ledger
 # 19.0 -> 18.2 s together with the Ray Data import beside ray.init; shared 2-core machine).
 IMAGES_PER_BLOCK = 4
 IMAGES_PER_ACTOR_CALL = 4
+#: Tries of one actor task (or load/write task) whose worker dies before its images become ``error`` rows.
+WORKER_LOSSES = 3
+#: Ray's retry bounds for that (``map_batches`` passes them to ``ray.remote``; Ray Data's defaults
+#: are -1, for ever); actors still restart without bound, as other batches need them. Ray 2.60
+#: names no ``map_batches`` parameter for them, so they go as ``**ray_remote_args``, which it
+#: deprecates (a ``RayDeprecationWarning``, hidden outside ``__main__`` and tests) for removal in 2.64.
+_ACTOR_RETRIES = {"max_restarts": -1, "max_task_retries": WORKER_LOSSES - 1}
+_TASK_RETRIES = {"max_retries": WORKER_LOSSES - 1}
 
 
 class RayError(RuntimeError):
@@ -92,7 +109,8 @@ class _Fatal:
     message: str  # a full or read-only disk: the run stops
 
 
-# -- what travels between stages: pickles of Job, (Job, probability), ImageResult or _Fatal ----
+# -- what travels between stages: pickles of Job, (Job, probability), ImageResult, and at the
+# end (ImageResult, identifiers row or None) or _Fatal ----
 # A Job's ``started`` is a perf_counter() reading, which means nothing in another process:
 # it travels as wall-clock time and is turned back on arrival.
 def _pack(entry: Any) -> bytes:
@@ -144,7 +162,12 @@ class Segmenter:
         self.hook = options.hook
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return _column([_pack(entry) for entry in self.infer([_unpack(blob) for blob in batch["payload"]])])
+        entries = [_unpack(blob) for blob in batch["payload"]]
+        try:
+            answers = self.infer(entries)
+        except Exception as exc:  # noqa: BLE001 - error rows, never a failed batch
+            answers = [_batch_error(e.item, exc, e.started) if isinstance(e, Job) else e for e in entries]
+        return _column([_pack(entry) for entry in answers])
 
     def infer(self, entries: list[Job | ImageResult]) -> list[tuple[Job, np.ndarray] | ImageResult]:
         """Each ``Job`` -> ``(Job, (h, w) float32 probability)`` or its error row; rows pass through."""
@@ -175,8 +198,8 @@ class Segmenter:
 
 
 class SegmentOnCpu(Segmenter):
-    """Ray actor for clusters without GPUs: ``(Item, Partners)`` pickles -> ``ImageResult`` (or
-    ``_Fatal``) pickles, loading, inferring and writing each batch in this process."""
+    """Ray actor for clusters without GPUs: ``(Item, Partners)`` pickles -> ``_finish`` pickles,
+    loading, inferring and writing each batch in this process."""
 
     def __init__(self, options: RayOptions, tta: bool, spec: TileSpec, threshold: float, config: SegmentConfig,
                  info: ModelInfo, threads: int | None = None) -> None:
@@ -187,28 +210,39 @@ class SegmentOnCpu(Segmenter):
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         align = max(1, self.info.tile_multiple)
-        loaded = [load_one(*pickle.loads(blob), self.info.preprocessing, self.config, align) for blob in batch["payload"]]
-        return _column([pickle.dumps(_finish(entry, self.threshold, self.paths, self.config),
-                                     protocol=pickle.HIGHEST_PROTOCOL) for entry in self.infer(loaded)])
+        todo = [pickle.loads(blob) for blob in batch["payload"]]
+        try:
+            loaded = [load_one(item, partners, self.info.preprocessing, self.config, align) for item, partners in todo]
+            answers = [_finish(entry, self.threshold, self.paths, self.config) for entry in self.infer(loaded)]
+        except Exception as exc:  # noqa: BLE001 - error rows, never a failed batch
+            answers = [(_batch_error(item, exc), None) for item, _ in todo]
+        return _column([pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL) for answer in answers])
+
+
+def _batch_error(item: Item, exc: BaseException, started: float | None = None) -> ImageResult:
+    """The ``error`` row of an image whose batch raised in an actor (a bug, not the image's fault alone)."""
+    return error_result(item, f"failed in its Ray batch: {one_line(exc)}; rerun the same command to retry", started)
 
 
 def write_images(batch: Mapping[str, np.ndarray], config: SegmentConfig, threshold: float) -> dict[str, np.ndarray]:
-    """Ray task: ``(Job, probability)`` pickles -> ``ImageResult`` (or ``_Fatal``) pickles."""
+    """Ray task: ``(Job, probability)`` pickles -> ``_finish`` pickles."""
     paths = OutputPaths(Path(config.out))
     return _column([pickle.dumps(_finish(_unpack(blob), threshold, paths, config), protocol=pickle.HIGHEST_PROTOCOL)
                     for blob in batch["payload"]])
 
 
 def _finish(entry: tuple[Job, np.ndarray] | ImageResult, threshold: float, paths: OutputPaths,
-            config: SegmentConfig) -> ImageResult | _Fatal:
-    """``pipeline.finish_one`` of an inferred image; an error row passes through."""
+            config: SegmentConfig) -> tuple[ImageResult, dict[str, str] | None] | _Fatal:
+    """``pipeline.finish_one`` of an inferred image: its row and its ``identifier_cells`` (for the
+    driver to write); an error row passes through."""
     if not isinstance(entry, tuple):
-        return entry
+        return entry, None
     job, probability = entry
     try:
-        return finish_one(job, probability, threshold, paths, config)
+        result = finish_one(job, probability, threshold, paths, config)
     except FatalWriteError as exc:
         return _Fatal(str(exc))
+    return result, identifier_cells(job, result, config)
 
 
 # -- the driver ---------------------------------------------------------------------------------
@@ -382,14 +416,16 @@ def _dataset(ray, config, partners, info, options, todo):  # noqa: ANN001, ANN20
     engine_args = {"options": options, "tta": config.tta, "spec": spec, "threshold": threshold, "threads": plan.threads}
     if plan.fused:
         return items.map_batches(SegmentOnCpu, fn_constructor_kwargs={**engine_args, "config": config, "info": info},
-                                 batch_size=IMAGES_PER_ACTOR_CALL, compute=pool, num_cpus=plan.cpus)
+                                 batch_size=IMAGES_PER_ACTOR_CALL, compute=pool, num_cpus=plan.cpus, **_ACTOR_RETRIES)
     return (
         items
-        .map_batches(load_images, fn_kwargs={"config": config, "info": info}, batch_size=None, num_cpus=0.5)
+        .map_batches(load_images, fn_kwargs={"config": config, "info": info}, batch_size=None, num_cpus=0.5,
+                     **_TASK_RETRIES)
         .map_batches(Segmenter, fn_constructor_kwargs={**engine_args, "overlays": config.overlays},
-                     batch_size=IMAGES_PER_ACTOR_CALL, compute=pool, num_cpus=plan.cpus, num_gpus=plan.gpus)
+                     batch_size=IMAGES_PER_ACTOR_CALL, compute=pool, num_cpus=plan.cpus, num_gpus=plan.gpus,
+                     **_ACTOR_RETRIES)
         .map_batches(write_images, fn_kwargs={"config": config, "threshold": threshold}, batch_size=None,
-                     num_cpus=0.5)
+                     num_cpus=0.5, **_TASK_RETRIES)
     )
 
 
@@ -398,12 +434,14 @@ def _stream(ray, config, partners, info, options, ledger: Ledger, stop, on_resul
     recorded: set[str] = set()
     report = ledger.report
     for row in _dataset(ray, config, partners, info, options, ledger.todo).iter_rows():
-        entry = pickle.loads(row["payload"])
-        if isinstance(entry, _Fatal):
-            report.fatal = entry.message
+        answer = pickle.loads(row["payload"])
+        if isinstance(answer, _Fatal):
+            report.fatal = answer.message
             break
+        entry, cells = answer
         if entry.image in recorded:
             continue  # a rerun batch's second answer
+        entry = record_identifiers(ledger.identifiers, cells, entry)
         try:
             ledger.writer.append(entry)
         except OSError as exc:
@@ -419,8 +457,9 @@ def _stream(ray, config, partners, info, options, ledger: Ledger, stop, on_resul
         return
     for item in ledger.todo:
         if item.name not in recorded:
-            lost = error_result(item, "lost: its Ray task failed (see Ray's logs under /tmp/ray); rerun the same "
-                                      "command to retry")
+            lost = error_result(item, f"lost: its Ray worker died {WORKER_LOSSES} times on the task holding it (a "
+                                      "crash or out of memory on it or on another image of that task; see Ray's logs "
+                                      "under /tmp/ray); rerun the same command to retry")
             ledger.writer.append(lost)
             report.add(lost)
             if on_result is not None:
