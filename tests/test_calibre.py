@@ -181,7 +181,9 @@ def test_cpu_ray_actors_load_look_and_write_like_the_local_pipeline(tmp_path: Pa
     (tmp_path / "ray" / "masks").mkdir(parents=True)
     (tmp_path / "ray" / "overlays").mkdir()
     payload = np.array([pickle.dumps((item, the_plan.partners[item.path])) for item in the_plan.items], dtype=object)
-    rows = {r.image: r.row() for r in (pickle.loads(blob) for blob in actor({"payload": payload})["payload"])}
+    answers = [pickle.loads(blob) for blob in actor({"payload": payload})["payload"]]  # (row, identifier cells)
+    assert [cells for _, cells in answers] == [None, None]  # no --keep-identifiers: none travel back
+    rows = {r.image: r.row() for r, _ in answers}
     with open(tmp_path / "local" / "results.csv", newline="", encoding="utf-8") as handle:
         local = {r["image"]: r for r in csv.DictReader(handle)}
     for name in ("thick.png", "broken.png"):
