@@ -354,6 +354,21 @@ def test_calibre_range_is_read_from_a_config_and_checked(tmp_path: Path) -> None
         parse_args(["--data", "x", "--calibre-range", "3", "2"])
 
 
+def test_data_weights_repeat_one_root_training_images_only_and_are_checked() -> None:
+    from train.__main__ import weighted
+
+    cfg = parse_args(["--data", "d/DRIVE", "--data", "d/HRF", "--data-weights", "3", "1"])
+    assert cfg.data_weights == (3, 1) and cfg.to_dict()["data_weights"] == [3, 1]
+    blank = np.zeros((4, 4, 3), np.uint8)
+    samples = [Sample(name, blank, blank[..., 0] > 0, blank[..., 0] == 0)
+               for name in ("DRIVE/21.tif", "DRIVE/21.tif@512", "HRF/01_h.jpg")]
+    names = [s.name for s in weighted(samples, cfg.data, cfg.data_weights)]
+    assert names == ["DRIVE/21.tif"] * 3 + ["DRIVE/21.tif@512"] * 3 + ["HRF/01_h.jpg"]
+    for bad in (["--data-weights", "2"], ["--data-weights", "0", "1"]):
+        with pytest.raises(SystemExit):
+            parse_args(["--data", "d/DRIVE", "--data", "d/HRF", *bad])
+
+
 def test_mean_width_is_area_over_skeleton_length_on_shapes_of_known_width() -> None:
     from train.width import mean_width, skeleton
 

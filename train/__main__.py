@@ -159,6 +159,9 @@ def build_data(cfg: TrainConfig, pre: Preprocessing, where: Distributed) -> Trai
         train_samples += [repackage(s, cfg.repackage) for s in train_samples]
         val_samples += [repackage(s, cfg.repackage) for s in val_samples]
         description.append(f"each also re-packaged to {cfg.repackage}x{cfg.repackage} as DRIVE-512 (bilinear, annotation binarised at 127)")
+    if cfg.data_weights:
+        train_samples = weighted(train_samples, cfg.data, cfg.data_weights)
+        description.append("training images weighted " + ", ".join(f"{Path(d).name} x{w}" for d, w in zip(cfg.data, cfg.data_weights)))
     dataset = PatchDataset(train_samples, pre, cfg.patch, cfg.samples_per_image, cfg.seed, tuple(cfg.calibre_range) or None)
     if where.ddp:
         sampler = DistributedSampler(dataset, shuffle=True, seed=cfg.seed)
@@ -286,6 +289,12 @@ def save_checkpoints(out: Path, payload: dict, best: bool) -> None:
     save_checkpoint(out / "last.pt", payload)
     if best:
         save_checkpoint(out / "best.pt", payload)
+
+
+def weighted(samples: list, roots: tuple[str, ...], weights: tuple[int, ...]) -> list:
+    """``samples`` with each image of the i-th root (and its re-packaged copy) ``weights[i]`` times."""
+    times = {Path(root).name: w for root, w in zip(roots, weights)}
+    return [s for s in samples for _ in range(times.get(s.name.split("/")[0], 1))]
 
 
 def _split_counts(roots, train_samples, val_samples):

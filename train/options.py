@@ -34,6 +34,9 @@ class TrainConfig:
     # Multi-scale: draw each patch at a scale giving its vessels a mean width (pixels) in this
     # [lo, hi] range, from the image's annotated calibre; empty: the FOV rule with +-25% jitter.
     calibre_range: tuple[float, ...] = ()
+    # Training images of the i-th --data root appear data_weights[i] times in each epoch's
+    # patches (validation unchanged); empty: once each.
+    data_weights: tuple[int, ...] = ()
     # Model
     base_channels: int = 16
     depth: int = 3
@@ -48,6 +51,7 @@ class TrainConfig:
         d = asdict(self)
         d["data"] = list(self.data)
         d["calibre_range"] = list(self.calibre_range)
+        d["data_weights"] = list(self.data_weights)
         return d
 
 
@@ -71,7 +75,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
             continue
         default = getattr(defaults, f.name)
         flag = "--" + f.name.replace("_", "-")
-        if isinstance(default, tuple):
+        if f.name == "data_weights":
+            parser.add_argument(flag, type=int, nargs="+", metavar="W", default=None,
+                                help="one whole number per --data, in the same order (default: 1 each)")
+        elif isinstance(default, tuple):
             parser.add_argument(flag, type=float, nargs=2, metavar=("LO", "HI"), default=None, help="default: off")
         else:
             parser.add_argument(flag, type=type(default), default=None, help=f"default: {default}")
@@ -90,6 +97,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     values["calibre_range"] = tuple(float(v) for v in values["calibre_range"] or ())
     if values["calibre_range"] and not (len(values["calibre_range"]) == 2 and 0 < values["calibre_range"][0] < values["calibre_range"][1]):
         parser.error(f"calibre_range must be two widths in pixels, lo < hi (e.g. [1.0, 5.0]), got {list(values['calibre_range'])}")
+    values["data_weights"] = tuple(int(v) for v in values["data_weights"] or ())
+    if values["data_weights"] and (len(values["data_weights"]) != len(values["data"]) or min(values["data_weights"]) < 1):
+        parser.error(f"data_weights needs one whole number >= 1 per --data ({len(values['data'])}), got "
+                     f"{list(values['data_weights'])}")
     if not values["data"]:
         parser.error("--data is required (a DRIVE, CHASE_DB1 or images+masks root)")
     if values["loss"] not in ("bce", "bce+dice"):
