@@ -411,3 +411,18 @@ def test_hrf_training_split_is_found_with_full_resolution_annotations(hrf_root: 
     assert {t[0].stem.split("_")[1] for t in triples} == {"h", "dr", "g"}
     assert all(t[1].stem == t[0].stem and t[2].stem == t[0].stem + "_mask" for t in triples)
     assert read_mask(triples[0][1]).shape == (2336, 3504)
+
+
+def test_ship_can_replace_the_threshold_and_records_where_it_came_from(tmp_path: Path) -> None:
+    from train.ship import SHIPPED
+    from train.ship import main as ship
+    from vesselcli.checkpoint import read_checkpoint
+
+    out = tmp_path / "shipped.pt"
+    assert ship([str(SHIPPED), "--out", str(out), "--threshold", "0.4", "--threshold-source", "validation sweep"]) == 0
+    data, original = read_checkpoint(out), read_checkpoint(SHIPPED)
+    assert data["threshold"] == 0.4 and data["threshold_from_training"] == original["threshold"]
+    assert data["threshold_source"] == "validation sweep"
+    assert load_model(out)[1]["threshold"] == 0.4
+    with pytest.raises(SystemExit):
+        ship([str(SHIPPED), "--out", str(out), "--threshold", "1.5"])
