@@ -12,3 +12,19 @@ def test_best_threshold_weighs_each_set_equally_not_each_row() -> None:
     best, means = best_threshold(rows)
     assert best == "0.4"
     assert means["0.4"] == 0.80 and abs(means["0.6"] - 0.76) < 1e-12
+
+
+def test_the_sweep_f1_is_the_score_f1() -> None:
+    import numpy as np
+
+    from train.data import Sample
+    from train.scales import f1_at, score
+
+    rng = np.random.default_rng(0)
+    vessels = rng.random((40, 50)) < 0.2
+    fov = np.ones((40, 50), bool)
+    fov[:5] = False
+    sample = Sample("x", np.zeros((40, 50, 3), np.uint8), vessels, fov)
+    prob = np.clip(vessels * 0.6 + rng.random((40, 50)) * 0.5, 0, 1).astype(np.float32)
+    for t in (0.3, 0.5, 0.7):
+        assert f1_at(sample, prob, t) == score(sample, prob, t, 2.0)["f1"]

@@ -103,9 +103,19 @@ def probability_at(model: torch.nn.Module, sample: Sample, pre: Preprocessing, f
     return resize_image(prob, sample.rgb.shape[:2])
 
 
-def score(sample: Sample, prob: np.ndarray, threshold: float, truth_width: float) -> dict:
+def _thresholded(sample: Sample, prob: np.ndarray, threshold: float) -> tuple[np.ndarray, metrics.Counts]:
+    """The mask at ``threshold`` inside the FOV and its confusion counts against the annotation."""
     mask = (prob >= threshold) & sample.fov
-    c = metrics.confusion(mask, sample.vessels, sample.fov)
+    return mask, metrics.confusion(mask, sample.vessels, sample.fov)
+
+
+def f1_at(sample: Sample, prob: np.ndarray, threshold: float) -> float:
+    """F1 inside the FOV at ``threshold`` (``score``'s, without its vessel-width skeleton)."""
+    return metrics.dice(_thresholded(sample, prob, threshold)[1])
+
+
+def score(sample: Sample, prob: np.ndarray, threshold: float, truth_width: float) -> dict:
+    mask, c = _thresholded(sample, prob, threshold)
     width = mean_width(mask, sample.fov)
     return {"f1": metrics.dice(c), "se": metrics.summary(c)["sensitivity"], "width_ratio": width / truth_width if truth_width else float("nan")}
 
@@ -183,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             row = {"group": case.group, "image": s.name, "scale": label, "factor": factor, **score(s, prob, threshold, truth_width)}
             row["seconds"] = time.perf_counter() - start
             if args.sweep:
-                row["sweep"] = {f"{t:g}": score(s, prob, t, truth_width)["f1"] for t in args.sweep}
+                row["sweep"] = {f"{t:g}": f1_at(s, prob, t) for t in args.sweep}
             rows.append(row)
             print(f"{s.name:28s} {label:5s} factor {row['factor']:.3f}  F1 {row['f1']:.4f}  Se {row['se']:.4f}  width {row['width_ratio']:.2f}x", flush=True)
     print("\nmeans over images (F1, Se, mask/annotation width):")
