@@ -121,7 +121,7 @@ def test_config_file_and_command_line_merge(tmp_path: Path) -> None:
 
 def _validate_on(monkeypatch: pytest.MonkeyPatch, prob: np.ndarray, truth: np.ndarray) -> dict:
     """``train.loop.evaluate`` on one image whose predicted probability map is ``prob``."""
-    monkeypatch.setattr(train.loop, "predict_probability", lambda model, sample, pre, device: prob)
+    monkeypatch.setattr(train.loop, "predict_probability", lambda model, sample, pre, device, min_factor=0.0: prob)
     sample = Sample("x", np.zeros((*prob.shape, 3), np.uint8), truth, np.ones(prob.shape, bool))
     return evaluate(torch.nn.Identity(), [sample], Preprocessing(), torch.device("cpu"), rank=0, world=1)
 
@@ -352,6 +352,32 @@ def test_calibre_range_is_read_from_a_config_and_checked(tmp_path: Path) -> None
     assert parse_args(["--data", "x", "--calibre-range", "2", "3"]).calibre_range == (2.0, 3.0)
     with pytest.raises(SystemExit):
         parse_args(["--data", "x", "--calibre-range", "3", "2"])
+
+
+def test_min_factor_draws_and_validates_a_large_photograph_at_the_calibre_rules_scale(monkeypatch: pytest.MonkeyPatch) -> None:
+    import train.loop as loop
+    from vesselcli.calibre import MIN_FACTOR
+
+    yy, xx = np.mgrid[:400, :400]
+    disc = (yy - 200) ** 2 + (xx - 200) ** 2 < 190**2  # FOV rule with a 38 px diameter: factor 0.1
+    sample = Sample("HRF/a", np.full((400, 400, 3), 120, np.uint8), disc & (yy % 40 < 8), disc)
+    pre = Preprocessing(fov_diameter=38)
+    fov_rule = PatchDataset([sample], pre, patch=64, samples_per_image=4, seed=1)
+    assert all(0.079 <= fov_rule.scale_of(0, np.random.default_rng(i)) <= 0.126 for i in range(20))
+    rule = PatchDataset([sample], pre, patch=64, samples_per_image=4, seed=1, min_factor=MIN_FACTOR)
+    factors = [rule.scale_of(0, np.random.default_rng(i)) for i in range(40)]
+    assert 0.4 - 1e-9 <= min(factors) < 0.45 and 0.57 < max(factors) <= 0.625 + 1e-9  # 0.5 x [0.8, 1.25]
+    small = PatchDataset([sample], Preprocessing(fov_diameter=760), patch=64, samples_per_image=4, seed=1, min_factor=0.5)
+    assert small.base_scale == [pytest.approx(2.0, rel=0.01)]  # a factor above the floor is left alone
+    shapes = []
+    monkeypatch.setattr(loop, "prepare_at", lambda rgb, fov, p, factor: shapes.append(factor) or (np.zeros((1, 8, 8), np.float32), fov))
+    monkeypatch.setattr(loop, "resize_image", lambda a, shape: np.zeros(shape, np.float32))
+    loop.predict_probability(torch.nn.Identity(), sample, pre, torch.device("cpu"), MIN_FACTOR)
+    loop.predict_probability(torch.nn.Identity(), sample, pre, torch.device("cpu"))
+    assert shapes == [MIN_FACTOR, pytest.approx(0.1, rel=0.01)]
+    assert parse_args(["--config", str(ROOT / "train/configs/rulescale.toml"), "--data", "x"]).min_factor == 0.5
+    with pytest.raises(SystemExit):
+        parse_args(["--data", "x", "--min-factor", "-1"])
 
 
 def test_data_weights_repeat_one_root_training_images_only_and_are_checked() -> None:

@@ -162,7 +162,8 @@ def build_data(cfg: TrainConfig, pre: Preprocessing, where: Distributed) -> Trai
     if cfg.data_weights:
         train_samples = weighted(train_samples, cfg.data, cfg.data_weights)
         description.append("training images weighted " + ", ".join(f"{Path(d).name} x{w}" for d, w in zip(cfg.data, cfg.data_weights)))
-    dataset = PatchDataset(train_samples, pre, cfg.patch, cfg.samples_per_image, cfg.seed, tuple(cfg.calibre_range) or None)
+    dataset = PatchDataset(train_samples, pre, cfg.patch, cfg.samples_per_image, cfg.seed, tuple(cfg.calibre_range) or None,
+                           cfg.min_factor)
     if where.ddp:
         sampler = DistributedSampler(dataset, shuffle=True, seed=cfg.seed)
     else:
@@ -272,7 +273,8 @@ def train_epochs(
             last_epoch = epoch + 1 >= cfg.epochs or bool(cfg.max_steps and step >= cfg.max_steps)
             val = {}
             if data.val_samples and ((epoch + 1) % cfg.val_every == 0 or last_epoch):
-                val = evaluate(ema.model if ema else trainer.raw_model, data.val_samples, pre, where.device, where.rank, where.world)
+                val = evaluate(ema.model if ema else trainer.raw_model, data.val_samples, pre, where.device, where.rank, where.world,
+                               cfg.min_factor)
             improved = bool(val) and val["iou"] > best["iou"]
             if improved:
                 best = {"iou": val["iou"], "epoch": epoch, **{f"val_{k}": v for k, v in val.items()}}

@@ -156,6 +156,7 @@ class PatchDataset:
         samples_per_image: int,
         seed: int,
         calibre_range: tuple[float, float] | None = None,
+        min_factor: float = 0.0,
     ) -> None:
         from vesselcli.fov import fov_diameter
 
@@ -166,7 +167,9 @@ class PatchDataset:
         self.seed = seed
         self.epoch = 0
         self.calibre_range = calibre_range
-        self.base_scale = [pre.fov_diameter / fov_diameter(s.fov) for s in samples]
+        # The FOV rule's factor, or ``min_factor`` where that is smaller: with
+        # vesselcli.calibre.MIN_FACTOR, each photograph at the scale segment's calibre rule runs it.
+        self.base_scale = [max(pre.fov_diameter / fov_diameter(s.fov), min_factor) for s in samples]
         # Multi-scale: each image's annotated calibre (mean width at original size), so a
         # patch can be drawn at the scale that gives its vessels a chosen calibre.
         self.calibre = [mean_width(s.vessels, s.fov) for s in samples] if calibre_range else []
@@ -177,7 +180,7 @@ class PatchDataset:
     def scale_of(self, k: int, rng: np.random.Generator) -> float:
         """The resampling factor of one patch of image ``k``.
 
-        Default: the FOV rule's factor times a jitter in [0.8, 1.25]. With ``calibre_range``
+        Default: the FOV rule's factor (at least ``min_factor``) times a jitter in [0.8, 1.25]. With ``calibre_range``
         (lo, hi): a target mean vessel width drawn log-uniformly from [lo, hi] pixels divided
         by the image's annotated calibre, so every dataset is seen with thin (lo) to thick
         (hi) vessels whatever its camera; the widest vessels are about 4-5x the mean width.

@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from vesselcli import metrics
-from vesselcli.preprocess import Preprocessing, prepare, resize_image
+from vesselcli.preprocess import Preprocessing, prepare_at, resize_image, scale_factor
 
 from .data import Sample
 from .ema import WeightAverage
@@ -96,17 +96,21 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def predict_probability(model: torch.nn.Module, sample: Sample, pre: Preprocessing, device: torch.device) -> np.ndarray:
-    """Whole-image vessel probability ``(H, W) float32`` at the sample's original size."""
-    x, _ = prepare(sample.rgb, sample.fov, pre)
+def predict_probability(model: torch.nn.Module, sample: Sample, pre: Preprocessing, device: torch.device,
+                        min_factor: float = 0.0) -> np.ndarray:
+    """Whole-image vessel probability ``(H, W) float32`` at the sample's original size, the
+    network run at the FOV rule's factor, or ``min_factor`` where that is smaller."""
+    x, _ = prepare_at(sample.rgb, sample.fov, pre, max(scale_factor(sample.fov, pre), min_factor))
     logits = model(torch.from_numpy(x)[None].to(device))
     prob = torch.sigmoid(logits.float())[0, 0].cpu().numpy()
     return resize_image(prob, sample.rgb.shape[:2])
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, samples: list[Sample], pre: Preprocessing, device: torch.device, rank: int, world: int) -> dict:
-    """Validation figures inside the FOV at original size, pooled over all ranks.
+def evaluate(model: torch.nn.Module, samples: list[Sample], pre: Preprocessing, device: torch.device, rank: int, world: int,
+             min_factor: float = 0.0) -> dict:
+    """Validation figures inside the FOV at original size, pooled over all ranks (each image
+    processed as ``predict_probability`` with ``min_factor`` does).
 
     Each rank scores every ``world``-th image. Vessel and background pixel counts per level
     (``metrics.level_histograms`` at the 65,536 levels of ``metrics.AUC_LEVELS``) and the
@@ -118,7 +122,7 @@ def evaluate(model: torch.nn.Module, samples: list[Sample], pre: Preprocessing, 
     levels = metrics.AUC_LEVELS
     pooled = torch.zeros(2 * levels + 4, dtype=torch.float64, device=device)
     for sample in samples[rank::world]:
-        prob = predict_probability(model, sample, pre, device)
+        prob = predict_probability(model, sample, pre, device, min_factor)
         pos_hist, neg_hist = metrics.level_histograms(prob, sample.vessels, sample.fov, levels)
         at_half = metrics.confusion(prob >= 0.5, sample.vessels, sample.fov)
         counts = np.concatenate([pos_hist, neg_hist, astuple(at_half)]).astype(np.float64)

@@ -34,6 +34,10 @@ class TrainConfig:
     # Multi-scale: draw each patch at a scale giving its vessels a mean width (pixels) in this
     # [lo, hi] range, from the image's annotated calibre; empty: the FOV rule with +-25% jitter.
     calibre_range: tuple[float, ...] = ()
+    # Draw patches (and validate) at the FOV rule's factor or this one where that is smaller:
+    # 0.5 trains every photograph at the scale segment's calibre rule runs it (never shrunk more
+    # than 2x, vesselcli.calibre.MIN_FACTOR); 0: the FOV rule alone. Ignored with calibre_range.
+    min_factor: float = 0.0
     # Training images of the i-th --data root appear data_weights[i] times in each epoch's
     # patches (validation unchanged); empty: once each.
     data_weights: tuple[int, ...] = ()
@@ -103,6 +107,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                      f"{list(values['data_weights'])}")
     if not values["data"]:
         parser.error("--data is required (a DRIVE, CHASE_DB1 or images+masks root)")
+    if not 0.0 <= values["min_factor"] <= 4.0:
+        parser.error(f"--min-factor must be between 0 (off) and 4, got {values['min_factor']}")
     if values["loss"] not in ("bce", "bce+dice"):
         parser.error(f"--loss must be 'bce' or 'bce+dice', got {values['loss']!r}")
     if values["schedule"] not in ("cosine", "constant"):
