@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed + rank)  # per-rank seeds: dropout/augmentation differ per rank
     pre = Preprocessing(fov_diameter=cfg.fov_diameter, channel=cfg.channel)
-    model_args = UNetConfig(in_channels=1, base_channels=cfg.base_channels, depth=cfg.depth, norm=cfg.norm, padding=cfg.padding)
+    model_args = UNetConfig(in_channels=2 if cfg.camera_channel else 1, base_channels=cfg.base_channels, depth=cfg.depth, norm=cfg.norm, padding=cfg.padding)
     data = build_data(cfg, pre, where)
     trainer = build_trainer(cfg, model_args, where, steps_per_epoch=len(data.loader))
     position, state = Position(), None
@@ -163,7 +163,7 @@ def build_data(cfg: TrainConfig, pre: Preprocessing, where: Distributed) -> Trai
         train_samples = weighted(train_samples, cfg.data, cfg.data_weights)
         description.append("training images weighted " + ", ".join(f"{Path(d).name} x{w}" for d, w in zip(cfg.data, cfg.data_weights)))
     dataset = PatchDataset(train_samples, pre, cfg.patch, cfg.samples_per_image, cfg.seed, tuple(cfg.calibre_range) or None,
-                           cfg.min_factor)
+                           cfg.min_factor, cfg.camera_channel)
     if where.ddp:
         sampler = DistributedSampler(dataset, shuffle=True, seed=cfg.seed)
     else:
@@ -198,6 +198,15 @@ def mixed_precision(device: torch.device) -> tuple[torch.dtype | None, torch.amp
     return torch.float16, torch.amp.GradScaler("cuda")
 
 
+def with_inputs(weights: dict, in_channels: int) -> dict:
+    """A state dict whose first convolution takes ``in_channels`` planes: the checkpoint's own
+    first, the new ones with zero weights, so the network computes what it did."""
+    first = next(k for k, v in weights.items() if v.ndim == 4)
+    old = weights[first]
+    pad = torch.zeros((old.shape[0], in_channels - old.shape[1], *old.shape[2:]), dtype=old.dtype)
+    return {**weights, first: torch.cat([old, pad], dim=1)}
+
+
 def initial_weights(cfg: TrainConfig, model_args: UNetConfig, master: bool) -> dict:
     """``--init``'s weights for ``model_args``; a narrower checkpoint is widened first."""
     init = read_checkpoint(cfg.init)
@@ -205,6 +214,10 @@ def initial_weights(cfg: TrainConfig, model_args: UNetConfig, master: bool) -> d
     weights = init["model"]
     if init_args == model_args:
         return weights
+    if {**init_args.to_dict(), "in_channels": model_args.in_channels} == model_args.to_dict() and init_args.in_channels < model_args.in_channels:
+        if master:
+            print(f"--init: {model_args.in_channels - init_args.in_channels} input plane(s) added with zero weights (the same function)", flush=True)
+        return with_inputs(weights, model_args.in_channels)
     # A narrower checkpoint is widened so the wider model starts as the same function.
     narrower = UNet(init_args)
     narrower.load_state_dict(weights)
@@ -274,7 +287,7 @@ def train_epochs(
             val = {}
             if data.val_samples and ((epoch + 1) % cfg.val_every == 0 or last_epoch):
                 val = evaluate(ema.model if ema else trainer.raw_model, data.val_samples, pre, where.device, where.rank, where.world,
-                               cfg.min_factor)
+                               cfg.min_factor, cfg.camera_channel)
             improved = bool(val) and val["iou"] > best["iou"]
             if improved:
                 best = {"iou": val["iou"], "epoch": epoch, **{f"val_{k}": v for k, v in val.items()}}

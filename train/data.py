@@ -137,6 +137,19 @@ def split_validation(samples: list[Sample], fraction: float, seed: int) -> tuple
     return train, val
 
 
+def camera_value(fov: np.ndarray, pre: Preprocessing) -> float:
+    """The camera plane's value for a photograph whose FOV (at its original size) is ``fov``:
+    log2(FOV diameter / the model's ``pre.fov_diameter``)."""
+    from vesselcli.fov import fov_diameter
+
+    return math.log2(max(fov_diameter(fov), 1.0) / pre.fov_diameter)
+
+
+def with_camera_plane(x: np.ndarray, value: float) -> np.ndarray:
+    """``(1, h, w)`` network input -> ``(2, h, w)``: the input and a plane of ``value``."""
+    return np.concatenate([x, np.full_like(x, value)])
+
+
 ASPECT_JITTER = 1.08  # height scaled by up to this factor (or its inverse) against width
 
 
@@ -157,6 +170,7 @@ class PatchDataset:
         seed: int,
         calibre_range: tuple[float, float] | None = None,
         min_factor: float = 0.0,
+        camera_channel: bool = False,
     ) -> None:
         from vesselcli.fov import fov_diameter
 
@@ -173,6 +187,7 @@ class PatchDataset:
         # Multi-scale: each image's annotated calibre (mean width at original size), so a
         # patch can be drawn at the scale that gives its vessels a chosen calibre.
         self.calibre = [mean_width(s.vessels, s.fov) for s in samples] if calibre_range else []
+        self.camera = [camera_value(s.fov, pre) for s in samples] if camera_channel else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -207,7 +222,8 @@ class PatchDataset:
         fov = resize_mask(sample.fov, shape)
         vessels = cv2.resize(sample.vessels.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR) > 0.5
         x = network_input(rgb, fov, self.pre)[0]
-        return _random_patch(rng, x, vessels, fov, self.patch)
+        xp, vp, fp = _random_patch(rng, x, vessels, fov, self.patch)
+        return (xp if self.camera is None else with_camera_plane(xp, self.camera[k])), vp, fp
 
 
 def _random_patch(rng: np.random.Generator, x: np.ndarray, vessels: np.ndarray, fov: np.ndarray, patch: int):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from vesselcli import metrics
 from vesselcli.preprocess import Preprocessing, prepare_at, resize_image, scale_factor
 
-from .data import Sample
+from .data import Sample, camera_value, with_camera_plane
 from .ema import WeightAverage
 
 def vessel_loss(logits: torch.Tensor, target: torch.Tensor, fov: torch.Tensor, kind: str) -> torch.Tensor:
@@ -97,10 +97,13 @@ def train_one_epoch(
 
 @torch.no_grad()
 def predict_probability(model: torch.nn.Module, sample: Sample, pre: Preprocessing, device: torch.device,
-                        min_factor: float = 0.0) -> np.ndarray:
+                        min_factor: float = 0.0, camera: bool = False) -> np.ndarray:
     """Whole-image vessel probability ``(H, W) float32`` at the sample's original size, the
-    network run at the FOV rule's factor, or ``min_factor`` where that is smaller."""
+    network run at the FOV rule's factor, or ``min_factor`` where that is smaller; with
+    ``camera``, the camera plane beside the input (``train.data.with_camera_plane``)."""
     x, _ = prepare_at(sample.rgb, sample.fov, pre, max(scale_factor(sample.fov, pre), min_factor))
+    if camera:
+        x = with_camera_plane(x, camera_value(sample.fov, pre))
     logits = model(torch.from_numpy(x)[None].to(device))
     prob = torch.sigmoid(logits.float())[0, 0].cpu().numpy()
     return resize_image(prob, sample.rgb.shape[:2])
@@ -108,7 +111,7 @@ def predict_probability(model: torch.nn.Module, sample: Sample, pre: Preprocessi
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, samples: list[Sample], pre: Preprocessing, device: torch.device, rank: int, world: int,
-             min_factor: float = 0.0) -> dict:
+             min_factor: float = 0.0, camera: bool = False) -> dict:
     """Validation figures inside the FOV at original size, pooled over all ranks (each image
     processed as ``predict_probability`` with ``min_factor`` does).
 
@@ -122,7 +125,7 @@ def evaluate(model: torch.nn.Module, samples: list[Sample], pre: Preprocessing, 
     levels = metrics.AUC_LEVELS
     pooled = torch.zeros(2 * levels + 4, dtype=torch.float64, device=device)
     for sample in samples[rank::world]:
-        prob = predict_probability(model, sample, pre, device, min_factor)
+        prob = predict_probability(model, sample, pre, device, min_factor, camera)
         pos_hist, neg_hist = metrics.level_histograms(prob, sample.vessels, sample.fov, levels)
         at_half = metrics.confusion(prob >= 0.5, sample.vessels, sample.fov)
         counts = np.concatenate([pos_hist, neg_hist, astuple(at_half)]).astype(np.float64)

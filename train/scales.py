@@ -33,7 +33,7 @@ from vesselcli.checkpoint import load_model, preprocessing_of
 from vesselcli.fov import detect_fov, fov_diameter
 from vesselcli.preprocess import Preprocessing, network_input, resize_image, resize_mask, scale_factor, scaled_shape
 
-from .data import Sample, load_samples, split_validation
+from .data import Sample, camera_value, load_samples, split_validation, with_camera_plane
 from .width import mean_width
 
 CROP_FRACTION = 0.6  # crop side / FOV diameter: a centred square this size lies inside the disc
@@ -80,6 +80,8 @@ def model_scale_probability(model: torch.nn.Module, sample: Sample, pre: Preproc
     shape = scaled_shape(sample.rgb.shape[:2], factor)
     small_fov = resize_mask(sample.fov, shape)
     x = network_input(resize_image(sample.rgb, shape), small_fov, pre)
+    if model.config.in_channels == 2:  # train --camera-channel: the photograph's own FOV, at its size
+        x = with_camera_plane(x, camera_value(sample.fov, pre))
     pad = [(-n) % 8 for n in shape]  # three poolings
     t = torch.nn.functional.pad(torch.from_numpy(x)[None], (0, pad[1], 0, pad[0]), mode="reflect")
     return torch.sigmoid(model(t).float())[0, 0, : shape[0], : shape[1]].numpy(), small_fov

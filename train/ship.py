@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold-source", default="", help="how --threshold was chosen (kept in the checkpoint)")
     args = parser.parse_args(argv)
     data = read_checkpoint(args.checkpoint)
+    if data["model_args"].get("in_channels", 1) != 1:
+        parser.error(f"{args.checkpoint} takes {data['model_args']['in_channels']} input planes (train --camera-channel); "
+                     "segment feeds one: it cannot be shipped")
     kept = {k: v for k, v in data.items() if k not in ("format", "optimizer", "scheduler", "train_model")}
     if args.threshold is not None:
         if not 0.0 < args.threshold < 1.0:
