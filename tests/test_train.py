@@ -121,7 +121,7 @@ def test_config_file_and_command_line_merge(tmp_path: Path) -> None:
 
 def _validate_on(monkeypatch: pytest.MonkeyPatch, prob: np.ndarray, truth: np.ndarray) -> dict:
     """``train.loop.evaluate`` on one image whose predicted probability map is ``prob``."""
-    monkeypatch.setattr(train.loop, "predict_probability", lambda model, sample, pre, device, min_factor=0.0, camera=False: prob)
+    monkeypatch.setattr(train.loop, "predict_probability", lambda model, sample, pre, device, min_factor=0.0, camera=0.0: prob)
     sample = Sample("x", np.zeros((*prob.shape, 3), np.uint8), truth, np.ones(prob.shape, bool))
     return evaluate(torch.nn.Identity(), [sample], Preprocessing(), torch.device("cpu"), rank=0, world=1)
 
@@ -391,17 +391,17 @@ def test_camera_channel_adds_a_plane_of_log2_fov_diameter_and_starts_as_the_same
     sample = Sample("x/a", np.full((400, 400, 3), 120, np.uint8), disc & (yy % 40 < 8), disc)
     pre = Preprocessing(fov_diameter=95)
     assert camera_value(disc, pre) == pytest.approx(2.0, abs=0.02)
-    x, target, fov = PatchDataset([sample], pre, patch=32, samples_per_image=2, seed=1, camera_channel=True)[0]
+    x, target, fov = PatchDataset([sample], pre, patch=32, samples_per_image=2, seed=1, camera_channel=4.0)[0]
     plain, _, _ = PatchDataset([sample], pre, patch=32, samples_per_image=2, seed=1)[0]
-    assert x.shape == (2, 32, 32) and np.array_equal(x[0], plain[0]) and np.all(x[1] == np.float32(camera_value(disc, pre)))
+    assert x.shape == (2, 32, 32) and np.array_equal(x[0], plain[0]) and np.all(x[1] == np.float32(4.0 * camera_value(disc, pre)))
     one = UNet(UNetConfig(in_channels=1, base_channels=4, depth=2)).eval()
     two = UNet(UNetConfig(in_channels=2, base_channels=4, depth=2)).eval()
     two.load_state_dict(with_inputs(one.state_dict(), 2))
     image = torch.rand(1, 1, 32, 32)
     with torch.no_grad():
         assert torch.allclose(one(image), two(torch.cat([image, torch.full_like(image, 2.0)], dim=1)), atol=1e-6)
-    cfg = parse_args(["--data", "x", "--camera-channel"])
-    assert cfg.camera_channel is True and parse_args(["--data", "x"]).camera_channel is False
+    assert parse_args(["--data", "x", "--camera-channel", "4"]).camera_channel == 4.0
+    assert parse_args(["--data", "x"]).camera_channel == 0.0
     checkpoint = tmp_path / "two.pt"
     torch.save({"format": "vesselseg-checkpoint/1", "model": two.state_dict(), "model_args": two.config.to_dict(), "threshold": 0.5,
                 "epoch": 0, "step": 0, "metrics": {}}, checkpoint)

@@ -170,7 +170,7 @@ class PatchDataset:
         seed: int,
         calibre_range: tuple[float, float] | None = None,
         min_factor: float = 0.0,
-        camera_channel: bool = False,
+        camera_channel: float = 0.0,
     ) -> None:
         from vesselcli.fov import fov_diameter
 
@@ -187,7 +187,7 @@ class PatchDataset:
         # Multi-scale: each image's annotated calibre (mean width at original size), so a
         # patch can be drawn at the scale that gives its vessels a chosen calibre.
         self.calibre = [mean_width(s.vessels, s.fov) for s in samples] if calibre_range else []
-        self.camera = [camera_value(s.fov, pre) for s in samples] if camera_channel else None
+        self.camera = [camera_channel * camera_value(s.fov, pre) for s in samples] if camera_channel else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

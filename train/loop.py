@@ -97,13 +97,13 @@ def train_one_epoch(
 
 @torch.no_grad()
 def predict_probability(model: torch.nn.Module, sample: Sample, pre: Preprocessing, device: torch.device,
-                        min_factor: float = 0.0, camera: bool = False) -> np.ndarray:
+                        min_factor: float = 0.0, camera: float = 0.0) -> np.ndarray:
     """Whole-image vessel probability ``(H, W) float32`` at the sample's original size, the
     network run at the FOV rule's factor, or ``min_factor`` where that is smaller; with
-    ``camera``, the camera plane beside the input (``train.data.with_camera_plane``)."""
+    ``camera`` (not 0), that times ``camera_value`` as a plane beside the input (``--camera-channel``)."""
     x, _ = prepare_at(sample.rgb, sample.fov, pre, max(scale_factor(sample.fov, pre), min_factor))
     if camera:
-        x = with_camera_plane(x, camera_value(sample.fov, pre))
+        x = with_camera_plane(x, camera * camera_value(sample.fov, pre))
     logits = model(torch.from_numpy(x)[None].to(device))
     prob = torch.sigmoid(logits.float())[0, 0].cpu().numpy()
     return resize_image(prob, sample.rgb.shape[:2])
@@ -111,7 +111,7 @@ def predict_probability(model: torch.nn.Module, sample: Sample, pre: Preprocessi
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, samples: list[Sample], pre: Preprocessing, device: torch.device, rank: int, world: int,
-             min_factor: float = 0.0, camera: bool = False) -> dict:
+             min_factor: float = 0.0, camera: float = 0.0) -> dict:
     """Validation figures inside the FOV at original size, pooled over all ranks (each image
     processed as ``predict_probability`` with ``min_factor`` does).
 

@@ -38,10 +38,11 @@ class TrainConfig:
     # 0.5 trains every photograph at the scale segment's calibre rule runs it (never shrunk more
     # than 2x, vesselcli.calibre.MIN_FACTOR); 0: the FOV rule alone. Ignored with calibre_range.
     min_factor: float = 0.0
-    # A second input plane telling the network its camera's resolution: log2 of the photograph's
-    # FOV diameter over fov_diameter, the same over the whole input (DRIVE about 0, CHASE_DB1 about
-    # 0.8, HRF about 2.6; train.data.camera_value). An experiment (issue 15): segment does not feed it.
-    camera_channel: bool = False
+    # A second input plane telling the network its camera's resolution: this many times log2 of the
+    # photograph's FOV diameter over fov_diameter, the same over the whole input (at 1: DRIVE about
+    # 0, CHASE_DB1 about 0.8, HRF about 2.6; train.data.camera_value); 0: no plane. An experiment
+    # (issue 15): segment does not feed it.
+    camera_channel: float = 0.0
     # Training images of the i-th --data root appear data_weights[i] times in each epoch's
     # patches (validation unchanged); empty: once each.
     data_weights: tuple[int, ...] = ()
@@ -86,8 +87,6 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         if f.name == "data_weights":
             parser.add_argument(flag, type=int, nargs="+", metavar="W", default=None,
                                 help="one whole number per --data, in the same order (default: 1 each)")
-        elif isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default: {default}")
         elif isinstance(default, tuple):
             parser.add_argument(flag, type=float, nargs=2, metavar=("LO", "HI"), default=None, help="default: off")
         else:
