@@ -155,6 +155,20 @@ def test_a_rerun_skips_images_done_and_redoes_the_rest_without_duplicate_rows(tm
     assert len(rows(cfg)) == 4
 
 
+def test_overwrite_leaves_no_output_of_the_earlier_settings_behind(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        write_fundus(tmp_path / "in" / f"{name}.png", seed=ord(name))
+    assert run(config(tmp_path, save_probabilities=True)).done == 2
+    out = tmp_path / "out"
+    assert files_under(out / "overlays") == {"a.jpg", "b.jpg"} and files_under(out / "probabilities") == {"a.png", "b.png"}
+    (tmp_path / "in" / "b.png").write_bytes(b"")  # b fails this time: its earlier mask must not stand beside its error row
+    report = run(config(tmp_path, overlays=False, overwrite=True))
+    assert (report.done, report.failed) == (1, 1)
+    assert files_under(out / "masks") == {"a.png"}
+    assert files_under(out / "overlays") == set() and files_under(out / "probabilities") == set()
+    assert {r["image"]: r["status"] for r in rows(config(tmp_path))} == {"a.png": "ok", "b.png": "error"}
+
+
 def test_stopping_mid_run_leaves_whole_files_and_the_rerun_finishes(tmp_path: Path) -> None:
     for i in range(12):
         write_fundus(tmp_path / "in" / f"{i:02d}.png", seed=i)

@@ -12,7 +12,8 @@ too; shard I of N holds that lock shared and
 ``OUT/parts/.lock-I-of-N`` exclusively, and writes ``OUT/parts/results-I-of-N.csv`` and
 ``OUT/parts/run-I-of-N.json`` (the same record, with the shard's images; see
 ``vesselcli.run.parts``), and ``OUT/parts/identifiers-I-of-N.csv``. A run with other settings than recorded is refused unless
-``overwrite``. An image is done when its
+``overwrite``, which redoes every image and first deletes the outputs an earlier run wrote for
+them (``remove_earlier_outputs``). An image is done when its
 mask exists and the results file has an ``ok`` row for it; the rows of images redone are
 dropped first, so no image gets two rows (nor two identifier rows). When the run ends
 (finished, stopped or interrupted, not on a full disk) the results file and the identifiers
@@ -66,6 +67,22 @@ def remove_stale_temporaries(out: Path) -> None:
                     os.unlink(os.path.join(root, name))
                 except OSError:
                     pass
+
+
+def remove_earlier_outputs(paths: OutputPaths, items: Sequence[Item]) -> None:
+    """Delete the mask, overlay, probability map and DICOM Segmentation an earlier run wrote for
+    each of ``items`` (``--overwrite``: this run redoes them and writes what its own settings ask
+    for, so an overlay or map of settings no longer in force, or a mask where the image now
+    fails, does not outlive the row it belonged to). A kind whose folder is absent is skipped."""
+    kinds = [getattr(paths, attribute) for folder, attribute in
+             (("masks", "mask"), ("overlays", "overlay"), ("probabilities", "probability"), ("dicom-seg", "dicom_seg"))
+             if (paths.out / folder).is_dir()]
+    for item in items:
+        for where in kinds:
+            try:
+                os.unlink(where(item.key))
+            except FileNotFoundError:
+                pass
 
 
 def _check_part(part: PartPaths, record: Mapping[str, Any] | None, settings: Mapping[str, Any]) -> None:
@@ -124,6 +141,8 @@ def open_ledger(
             check_settings(out, settings, results_exist=paths.csv.is_file() and paths.csv.stat().st_size > 0)
         ok_names = {r["image"] for r in rows if r.get("status") == "ok"}
         todo = [i for i in items if config.overwrite or not _is_done(i, ok_names, paths, config.dicom_seg)]
+        if config.overwrite:
+            remove_earlier_outputs(paths, todo)
         redo = {i.name for i in todo}
         kept = list({r["image"]: r for r in rows if r["image"] not in redo}.values())
         report = Report(total=len(items), skipped=len(items) - len(todo))
