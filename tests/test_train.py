@@ -410,6 +410,20 @@ def test_camera_channel_adds_a_plane_of_log2_fov_diameter_and_starts_as_the_same
     assert not (tmp_path / "shipped.pt").exists()
 
 
+def test_sample_seed_changes_the_patches_but_not_the_validation_split() -> None:
+    from train.__main__ import sample_seed
+
+    assert sample_seed(parse_args(["--data", "x", "--seed", "3"])) == 3
+    cfg = parse_args(["--data", "x", "--seed", "3", "--sample-seed", "7"])
+    assert (cfg.seed, sample_seed(cfg)) == (3, 7)
+    yy, xx = np.mgrid[:200, :200]
+    disc = (yy - 100) ** 2 + (xx - 100) ** 2 < 90**2
+    sample = Sample("x/a", np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8), disc & (yy % 20 < 4), disc)
+    patches = [PatchDataset([sample], Preprocessing(fov_diameter=180), patch=32, samples_per_image=1, seed=s)[0][0]
+               for s in (3, 3, 7)]
+    assert np.array_equal(patches[0], patches[1]) and not np.array_equal(patches[0], patches[2])
+
+
 def test_data_weights_repeat_one_root_training_images_only_and_are_checked() -> None:
     from train.__main__ import weighted
 

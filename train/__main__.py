@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     where = Distributed(ddp, rank, world, device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed + rank)  # per-rank seeds: dropout/augmentation differ per rank
+    torch.manual_seed(sample_seed(cfg) + rank)  # per-rank seeds: dropout/augmentation differ per rank
     pre = Preprocessing(fov_diameter=cfg.fov_diameter, channel=cfg.channel)
     model_args = UNetConfig(in_channels=2 if cfg.camera_channel else 1, base_channels=cfg.base_channels, depth=cfg.depth, norm=cfg.norm, padding=cfg.padding)
     data = build_data(cfg, pre, where)
@@ -162,12 +162,12 @@ def build_data(cfg: TrainConfig, pre: Preprocessing, where: Distributed) -> Trai
     if cfg.data_weights:
         train_samples = weighted(train_samples, cfg.data, cfg.data_weights)
         description.append("training images weighted " + ", ".join(f"{Path(d).name} x{w}" for d, w in zip(cfg.data, cfg.data_weights)))
-    dataset = PatchDataset(train_samples, pre, cfg.patch, cfg.samples_per_image, cfg.seed, tuple(cfg.calibre_range) or None,
+    dataset = PatchDataset(train_samples, pre, cfg.patch, cfg.samples_per_image, sample_seed(cfg), tuple(cfg.calibre_range) or None,
                            cfg.min_factor, cfg.camera_channel)
     if where.ddp:
-        sampler = DistributedSampler(dataset, shuffle=True, seed=cfg.seed)
+        sampler = DistributedSampler(dataset, shuffle=True, seed=sample_seed(cfg))
     else:
-        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed))
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(sample_seed(cfg)))
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers, drop_last=True, pin_memory=where.device.type == "cuda")
     return TrainingData(dataset, sampler, loader, val_samples, description)
 
@@ -196,6 +196,11 @@ def mixed_precision(device: torch.device) -> tuple[torch.dtype | None, torch.amp
     if torch.cuda.is_bf16_supported():
         return torch.bfloat16, None
     return torch.float16, torch.amp.GradScaler("cuda")
+
+
+def sample_seed(cfg: TrainConfig) -> int:
+    """The seed of the patches, their order and the initial weights (``--sample-seed``, else ``--seed``)."""
+    return cfg.seed if cfg.sample_seed < 0 else cfg.sample_seed
 
 
 def with_inputs(weights: dict, in_channels: int) -> dict:

@@ -26,6 +26,9 @@ class TrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     workers: int = 1
     seed: int = 0
+    # Seed of the patches, their order and the weights' random start; -1: --seed. Another value
+    # repeats a run on the same validation split (--seed draws it) to measure the runs' spread.
+    sample_seed: int = -1
     resume: str = ""
     init: str = ""  # start from this checkpoint's weights (fine-tuning); fresh optimizer and schedule
     ema: float = 0.0  # validate, keep and ship an exponential moving average of the weights with this decay; 0: off
