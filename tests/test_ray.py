@@ -194,7 +194,9 @@ def test_an_image_that_kills_its_worker_every_time_is_an_error_row_after_3_losse
     """Ray would restart the actor and rerun the task for ever; the run ends instead, that task's
     images (the image and the others of its block) error rows, every other image done.
 
-    Blocks and batches of 2 here, so that 4 images make two tasks (by default one block holds 4)."""
+    Blocks and batches of 2 here, so that 4 images make two tasks (by default one block holds 4).
+    When Ray Data has sent the other task to the same actor (up to 4 tasks in flight per actor),
+    each death takes it too and it is lost with the first: then all four are error rows."""
     monkeypatch.setattr(ray_data, "IMAGES_PER_BLOCK", 2)
     monkeypatch.setattr(ray_data, "IMAGES_PER_ACTOR_CALL", 2)
     log = tmp_path / "kills"
@@ -213,13 +215,14 @@ def test_an_image_that_kills_its_worker_every_time_is_an_error_row_after_3_losse
     with open(tmp_path / "out" / "results.csv", newline="", encoding="utf-8") as handle:
         rows = {r["image"]: r for r in csv.DictReader(handle)}
     assert sorted(seen) == sorted(rows) == sorted(p.name for p in (one_process / "in").iterdir())
-    for name in batch:
-        assert rows[name]["status"] == "error"
+    lost = {name for name, row in rows.items() if row["status"] == "error"}
+    assert lost == batch or len(lost) == 4, lost  # the killed block, or both blocks when they shared the actor
+    for name in lost:
         assert rows[name]["error"].startswith("lost: its Ray worker died 3 times on the task holding it"), rows[name]["error"]
-    assert (report.failed, report.done, report.exit_code) == (len(batch), 4 - len(batch), 1)
+    assert (report.failed, report.done, report.exit_code) == (len(lost), 4 - len(lost), 1)
     one = {r["image"]: r for r in rows_without_seconds(one_process / "one" / "results.csv")}
     for row in rows_without_seconds(tmp_path / "out" / "results.csv"):
-        if row["image"] not in batch:
+        if row["image"] not in lost:
             assert row == one[row["image"]]
             mask = Path("masks") / (Path(row["image"]).stem + ".png")
             assert (tmp_path / "out" / mask).read_bytes() == (one_process / "one" / mask).read_bytes()

@@ -40,7 +40,8 @@ the tasks), then Ray Data gives it up (``max_errored_blocks = -1``) and the driv
 ``error`` rows ("lost: ...") for the images of that task (whole blocks of ``IMAGES_PER_BLOCK``,
 bundled up to ``IMAGES_PER_ACTOR_CALL`` images at least): that one and the others of its
 task, even those of a batch finished before in it (their rows die with the task; a rerun
-redoes them). An error our own code raises in an actor makes the batch's images ``error``
+redoes them), and those of any other task in flight on the same actor (Ray Data sends an actor
+up to 4; each death takes them all, so they use up their tries together). An error our own code raises in an actor makes the batch's images ``error``
 rows naming it. The run goes on.
 """
 from __future__ import annotations
