@@ -169,6 +169,20 @@ def test_overwrite_leaves_no_output_of_the_earlier_settings_behind(tmp_path: Pat
     assert {r["image"]: r["status"] for r in rows(config(tmp_path))} == {"a.png": "ok", "b.png": "error"}
 
 
+def test_overwrite_deletes_nothing_through_a_link_inside_out(tmp_path: Path) -> None:
+    write_fundus(tmp_path / "in" / "sub" / "a.png", seed=1)
+    assert run(config(tmp_path)).done == 1
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "a.png").write_bytes(b"not ours")
+    (tmp_path / "out" / "masks" / "sub" / "a.png").unlink()
+    (tmp_path / "out" / "masks" / "sub").rmdir()
+    (tmp_path / "out" / "masks" / "sub").symlink_to(elsewhere, target_is_directory=True)
+    report = run(config(tmp_path, overwrite=True))
+    assert (elsewhere / "a.png").read_bytes() == b"not ours"  # the overwrite did not reach through the link
+    assert report.failed == 1 and report.done == 0  # the write refuses the link: an error row
+
+
 def test_stopping_mid_run_leaves_whole_files_and_the_rerun_finishes(tmp_path: Path) -> None:
     for i in range(12):
         write_fundus(tmp_path / "in" / f"{i:02d}.png", seed=i)

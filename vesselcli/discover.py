@@ -311,6 +311,16 @@ class OutputPaths:
                 if os.path.islink(folder):
                     raise LinkedOutputError(_link_message(folder)) from None
 
+    def through_link(self, path: Path) -> bool:
+        """True when a folder between OUT and ``path`` (one of this object's output paths) is a
+        symbolic link, so that touching ``path`` would reach outside OUT."""
+        folder = self.out
+        for part in path.parent.relative_to(self.out).parts:
+            folder = folder / part
+            if os.path.islink(folder):
+                return True
+        return False
+
     def mask(self, key: str) -> Path:
         return self._under("masks", key, ".png")
 

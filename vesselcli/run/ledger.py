@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from ..config import SegmentConfig
-from ..discover import Item, OutputPaths, linked_outputs
+from ..discover import Item, OutputPaths, UnsafeNameError, linked_outputs
 from ..lock import OutputLock
 from ..report import IDENTIFIER_COLUMNS, Report, ResultsWriter, read_rows, rewrite_in_order
 from ..runrecord import SettingsMismatchError, check_settings, differences, new_record, now, write_run
@@ -55,10 +55,14 @@ def _is_done(item: Item, ok_names: set[str], paths: OutputPaths, dicom_seg: bool
     return item.name in ok_names and mask.is_file() and not mask.is_symlink()
 
 
+#: Each per-image output: its folder in OUT and the ``OutputPaths`` method that names its file.
+IMAGE_OUTPUTS = (("masks", "mask"), ("overlays", "overlay"), ("probabilities", "probability"), ("dicom-seg", "dicom_seg"))
+
+
 def remove_stale_temporaries(out: Path) -> None:
     """Delete ``.tmp-*`` files a killed run left (the caller holds OUT exclusively: none is being written)."""
     folders = [(str(out), [], [e.name for e in os.scandir(out) if e.is_file()])]
-    for folder in ("masks", "overlays", "probabilities", "dicom-seg", "parts"):
+    for folder in [*(name for name, _ in IMAGE_OUTPUTS), "parts"]:
         folders.extend(os.walk(out / folder))
     for root, _, files in folders:
         for name in files:
@@ -73,14 +77,20 @@ def remove_earlier_outputs(paths: OutputPaths, items: Sequence[Item]) -> None:
     """Delete the mask, overlay, probability map and DICOM Segmentation an earlier run wrote for
     each of ``items`` (``--overwrite``: this run redoes them and writes what its own settings ask
     for, so an overlay or map of settings no longer in force, or a mask where the image now
-    fails, does not outlive the row it belonged to). A kind whose folder is absent is skipped."""
-    kinds = [getattr(paths, attribute) for folder, attribute in
-             (("masks", "mask"), ("overlays", "overlay"), ("probabilities", "probability"), ("dicom-seg", "dicom_seg"))
-             if (paths.out / folder).is_dir()]
+    fails, does not outlive the row it belonged to). A kind whose folder is absent is skipped.
+    Nothing is deleted through a symbolic link inside OUT, nor for a name that would leave OUT:
+    the image's own write refuses those and makes its ``error`` row."""
+    kinds = [getattr(paths, attribute) for folder, attribute in IMAGE_OUTPUTS if (paths.out / folder).is_dir()]
     for item in items:
         for where in kinds:
             try:
-                os.unlink(where(item.key))
+                path = where(item.key)
+            except UnsafeNameError:
+                continue
+            if paths.through_link(path):
+                continue
+            try:
+                os.unlink(path)
             except FileNotFoundError:
                 pass
 
