@@ -137,12 +137,12 @@ def split_validation(samples: list[Sample], fraction: float, seed: int) -> tuple
     return train, val
 
 
-def camera_value(fov: np.ndarray, pre: Preprocessing) -> float:
+def camera_value(fov: np.ndarray, pre: Preprocessing, scale: float = 1.0) -> float:
     """The camera plane's value for a photograph whose FOV (at its original size) is ``fov``:
-    log2(FOV diameter / the model's ``pre.fov_diameter``)."""
+    ``scale`` (``--camera-channel``) x log2(FOV diameter / the model's ``pre.fov_diameter``)."""
     from vesselcli.fov import fov_diameter
 
-    return math.log2(max(fov_diameter(fov), 1.0) / pre.fov_diameter)
+    return scale * math.log2(max(fov_diameter(fov), 1.0) / pre.fov_diameter)
 
 
 def with_camera_plane(x: np.ndarray, value: float) -> np.ndarray:
@@ -187,7 +187,7 @@ class PatchDataset:
         # Multi-scale: each image's annotated calibre (mean width at original size), so a
         # patch can be drawn at the scale that gives its vessels a chosen calibre.
         self.calibre = [mean_width(s.vessels, s.fov) for s in samples] if calibre_range else []
-        self.camera = [camera_channel * camera_value(s.fov, pre) for s in samples] if camera_channel else None
+        self.camera = [camera_value(s.fov, pre, camera_channel) for s in samples] if camera_channel else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

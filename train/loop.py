@@ -100,10 +100,10 @@ def predict_probability(model: torch.nn.Module, sample: Sample, pre: Preprocessi
                         min_factor: float = 0.0, camera: float = 0.0) -> np.ndarray:
     """Whole-image vessel probability ``(H, W) float32`` at the sample's original size, the
     network run at the FOV rule's factor, or ``min_factor`` where that is smaller; with
-    ``camera`` (not 0), that times ``camera_value`` as a plane beside the input (``--camera-channel``)."""
+    ``camera`` (not 0), ``camera_value`` at that scale as a plane beside the input (``--camera-channel``)."""
     x, _ = prepare_at(sample.rgb, sample.fov, pre, max(scale_factor(sample.fov, pre), min_factor))
     if camera:
-        x = with_camera_plane(x, camera * camera_value(sample.fov, pre))
+        x = with_camera_plane(x, camera_value(sample.fov, pre, camera))
     logits = model(torch.from_numpy(x)[None].to(device))
     prob = torch.sigmoid(logits.float())[0, 0].cpu().numpy()
     return resize_image(prob, sample.rgb.shape[:2])

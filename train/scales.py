@@ -81,7 +81,7 @@ def model_scale_probability(model: torch.nn.Module, sample: Sample, pre: Preproc
     small_fov = resize_mask(sample.fov, shape)
     x = network_input(resize_image(sample.rgb, shape), small_fov, pre)
     if model.config.in_channels == 2:  # train --camera-channel: the photograph's own FOV, at its size
-        x = with_camera_plane(x, model.camera_scale * camera_value(sample.fov, pre))
+        x = with_camera_plane(x, camera_value(sample.fov, pre, model.camera_scale))
     pad = [(-n) % 8 for n in shape]  # three poolings
     t = torch.nn.functional.pad(torch.from_numpy(x)[None], (0, pad[1], 0, pad[0]), mode="reflect")
     return torch.sigmoid(model(t).float())[0, 0, : shape[0], : shape[1]].numpy(), small_fov
