@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vesselcli.analysis.morphology import (
-    box_counts, fractal_dimension, morphology, skeleton, skeleton_graph, tortuosity,
+    box_counts, fractal_dimension, mean_width, morphology, skeleton, skeleton_graph, tortuosity,
 )
 
 SQRT2 = math.sqrt(2.0)
@@ -109,6 +109,32 @@ def test_a_closed_loop_is_one_segment_without_ends_or_tortuosity() -> None:
     assert (figures["segments"], figures["end_points"], figures["branch_points"]) == (1, 0, 0)
     assert figures["tortuosity"] is None
     assert figures["vessel_length_px"] == pytest.approx(2 * math.pi * 60 * 1.0552, rel=0.03)
+
+
+def test_mean_width_is_vessel_pixels_over_skeleton_length_on_shapes_of_known_width() -> None:
+    for width in (1, 3, 6, 11):
+        mask = np.zeros((80, 400), bool)
+        mask[30 : 30 + width, 20:380] = True
+        assert mean_width(mask, np.ones_like(mask)) == pytest.approx(width, rel=0.04)
+    ring = np.zeros((200, 200), np.uint8)
+    cv2.circle(ring, (100, 100), 70, 1, 5)  # a closed ring keeps its skeleton: no end to erode
+    # area / centre line; 8-connected steps make a curve's length about 5% long (see tortuosity)
+    assert mean_width(ring.astype(bool), full(200)) == pytest.approx(ring.sum() / (2 * np.pi * 70) / 1.05, rel=0.02)
+    half = np.zeros((80, 400), bool)
+    half[:, :200] = True  # only the mask inside the FOV: a shorter bar, the same width
+    assert mean_width(mask, half) == pytest.approx(11, rel=0.06)
+    assert mean_width(blank(), full()) is None
+
+
+@pytest.mark.data
+def test_mean_width_is_the_morphology_column_on_a_drive_annotation(drive_root) -> None:
+    from vesselcli.imageio import read_mask
+
+    truth = read_mask(drive_root / "test" / "1st_manual" / "01_manual1.gif")
+    fov = read_mask(drive_root / "test" / "mask" / "01_test_mask.gif")
+    width = mean_width(truth, fov)
+    assert width == morphology(truth, fov)["mean_width_px"]
+    assert 2.0 < width < 4.0  # DRIVE's annotated vessels: about 2.7 px on average
 
 
 def test_no_vessel_gives_zero_length_and_empty_ratios() -> None:

@@ -121,6 +121,9 @@ def test_drive_second_observer_agreement(drive_root: Path, tmp_path: Path) -> No
     assert "0.6508" in mean_row and "0.7881" in mean_row
     report = strict_json(run(test / "2nd_manual", test / "1st_manual", "--fov", test / "mask", "--json").stdout)
     assert (round(report["mean"]["dice"], 4), round(report["mean"]["iou"], 4)) == (0.7881, 0.6508)
+    # The second observer draws the vessels as wide as the first, to within a few per cent.
+    assert round(report["mean"]["width_ratio"], 4) == 0.9786
+    assert 2.4 < report["mean"]["gt_mean_width_px"] < 3.0
     assert report["pooled"]["tp"] + report["pooled"]["fn"] == sum(int(r["tp"]) + int(r["fn"]) for r in rows)
 
 
@@ -367,6 +370,37 @@ def test_csv_columns(folders: tuple[Path, Path, Path], tmp_path: Path) -> None:
     assert set(SEGMENT_COLUMNS) <= set(header)  # segment's names where the two overlap
     i = header.index
     assert i("iou") < i("dice") < i("sensitivity") < i("specificity") < i("accuracy") < i("mcc") < i("auc") < i("best_f1") < i("best_threshold")
+
+
+def test_width_columns_compare_the_calibre_of_mask_and_annotation(tmp_path: Path) -> None:
+    pred, gt, fov = layout(tmp_path)
+    truth = np.zeros((100, 300), bool)
+    truth[40:43, 20:280] = True  # a vessel drawn 3 px wide
+    thick = np.zeros_like(truth)
+    thick[38:44, 20:280] = True  # found 6 px wide
+    save_mask(pred / "01_test.png", thick, "0/255")
+    save_mask(gt / "01_manual1.png", truth, "0/255")
+    save_mask(pred / "02_test.png", np.zeros_like(truth), "0/255")  # nothing found: no width
+    save_mask(gt / "02_manual1.png", truth, "0/255")
+    out = tmp_path / "s.csv"
+    result = run(pred, gt, "--out", out)
+    assert result.exit_code == 0 and "width" in result.stdout
+    rows = read_csv(out)
+    assert float(rows[0]["mean_width_px"]) == pytest.approx(6, rel=0.03)
+    assert float(rows[0]["gt_mean_width_px"]) == pytest.approx(3, rel=0.03)
+    assert float(rows[0]["width_ratio"]) == pytest.approx(2, rel=0.03)
+    assert rows[1]["mean_width_px"] == "" and rows[1]["width_ratio"] == ""
+    report = strict_json(run(pred, gt, "--json").stdout)
+    assert report["mean"]["width_ratio"] == pytest.approx(float(rows[0]["width_ratio"]))  # the empty one left out
+    # Inside the FOV only: a FOV over half the vessel halves neither width.
+    field = np.zeros_like(truth)
+    field[:, :150] = True
+    save_mask(fov / "01_test_mask.png", field, "0/255")
+    save_mask(fov / "02_test_mask.png", field, "0/255")
+    assert run(pred, gt, "--fov", fov, "--out", out).exit_code == 0
+    halved = read_csv(out)[0]
+    assert float(halved["width_ratio"]) == pytest.approx(2, rel=0.05)
+    assert int(halved["fov_pixels"]) == 150 * 100
 
 
 def test_json_shape(folders: tuple[Path, Path, Path]) -> None:

@@ -439,25 +439,6 @@ def test_data_weights_repeat_one_root_training_images_only_and_are_checked() -> 
             parse_args(["--data", "d/DRIVE", "--data", "d/HRF", *bad])
 
 
-def test_mean_width_is_area_over_skeleton_length_on_shapes_of_known_width() -> None:
-    from train.width import mean_width, skeleton
-
-    for width in (1, 3, 6, 11):
-        mask = np.zeros((80, 400), bool)
-        mask[30 : 30 + width, 20:380] = True
-        assert mean_width(mask) == pytest.approx(width, rel=0.06)
-        assert np.count_nonzero(skeleton(mask)) == pytest.approx(360, rel=0.06)
-    ring = np.zeros((200, 200), np.uint8)
-    import cv2
-
-    cv2.circle(ring, (100, 100), 70, 1, 5)  # a closed ring keeps its skeleton: no end to erode
-    assert mean_width(ring.astype(bool)) == pytest.approx(ring.sum() / (2 * np.pi * 70), rel=0.1)  # area / centre line
-    region = np.zeros((80, 400), bool)
-    region[:, :200] = True
-    assert mean_width(mask, region) == pytest.approx(11, rel=0.08)
-    assert mean_width(np.zeros((5, 5), bool)) == 0.0
-
-
 def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_images() -> None:
     from train.evaluate import bootstrap_interval
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vesselcli.analysis.morphology import mean_width
 from vesselcli.fov import detect_fov
 from vesselcli.imageio import read_image, read_mask
 from vesselcli.pairing import pair_files
@@ -29,7 +30,6 @@ from vesselcli.preprocess import Preprocessing, network_input, resize_image, res
 from vesselcli.protocols import image_files, is_chase_test
 
 from .augment import photometric
-from .width import mean_width
 
 
 @dataclass
@@ -186,7 +186,7 @@ class PatchDataset:
         self.base_scale = [max(pre.fov_diameter / fov_diameter(s.fov), min_factor) for s in samples]
         # Multi-scale: each image's annotated calibre (mean width at original size), so a
         # patch can be drawn at the scale that gives its vessels a chosen calibre.
-        self.calibre = [mean_width(s.vessels, s.fov) for s in samples] if calibre_range else []
+        self.calibre = [mean_width(s.vessels, s.fov) or 0.0 for s in samples] if calibre_range else []
         self.camera = [camera_value(s.fov, pre, camera_channel) for s in samples] if camera_channel else None
 
     def set_epoch(self, epoch: int) -> None:

@@ -12,7 +12,9 @@ Each image is segmented at several scales: ``multiple`` x the FOV rule's factor 
 photograph (the camera's own scale, also used for its crop), and ``rule``, the product's rule
 applied to the image as given. The probability is brought back to full size and thresholded
 there (as ``segment`` does); figures are inside the FOV at full size: F1, sensitivity, and the
-width ratio = mean width of the mask / mean width of the annotation (``train.width``).
+width ratio = mean width of the mask / mean width of the annotation
+(``vesselcli.analysis.morphology.mean_width``: vessel pixels / skeleton length, both inside
+the FOV; the ``mean_width_px`` column of ``segment``'s results).
 Means over images per set.
 """
 from __future__ import annotations
@@ -28,13 +30,13 @@ import numpy as np
 import torch
 
 from vesselcli import metrics
+from vesselcli.analysis.morphology import mean_width
 from vesselcli.calibre import edge_width, first_factor, next_factor
 from vesselcli.checkpoint import load_model, preprocessing_of
 from vesselcli.fov import detect_fov, fov_diameter
 from vesselcli.preprocess import Preprocessing, network_input, resize_image, resize_mask, scale_factor, scaled_shape
 
 from .data import Sample, camera_value, load_samples, split_validation, with_camera_plane
-from .width import mean_width
 
 CROP_FRACTION = 0.6  # crop side / FOV diameter: a centred square this size lies inside the disc
 
@@ -119,7 +121,8 @@ def f1_at(sample: Sample, prob: np.ndarray, threshold: float) -> float:
 def score(sample: Sample, prob: np.ndarray, threshold: float, truth_width: float) -> dict:
     mask, c = _thresholded(sample, prob, threshold)
     width = mean_width(mask, sample.fov)
-    return {"f1": metrics.dice(c), "se": metrics.summary(c)["sensitivity"], "width_ratio": width / truth_width if truth_width else float("nan")}
+    ratio = width / truth_width if width and truth_width else float("nan")
+    return {"f1": metrics.dice(c), "se": metrics.summary(c)["sensitivity"], "width_ratio": ratio}
 
 
 def print_reference(model: torch.nn.Module, cases: list[Case], pre: Preprocessing, threshold: float) -> int:

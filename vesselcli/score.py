@@ -26,6 +26,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from . import metrics
+from .analysis.morphology import mean_width
 from .imageio import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageReadError, binarise, read_grey, read_mask
 from .pairing import pair_files, pairing_key, stem_of
 
@@ -33,10 +34,13 @@ from .pairing import pair_files, pairing_key, stem_of
 COUNT_METRICS = ("iou", "dice", "sensitivity", "specificity", "accuracy", "mcc")
 #: Figures that only probability maps have.
 PROBABILITY_METRICS = ("auc", "best_f1", "best_threshold")
+#: Vessel calibre inside the FOV: the mask's mean width (segment's ``mean_width_px``), the
+#: annotation's, and mask / annotation (1.0: as wide as drawn; above: thicker).
+WIDTH_METRICS = ("mean_width_px", "gt_mean_width_px", "width_ratio")
 #: One CSV row per pair, in this order.
 COLUMNS = (
     "image", "annotation", "width", "height", "prediction", "fov_pixels", "tp", "fp", "fn", "tn",
-    *COUNT_METRICS, *PROBABILITY_METRICS, "status", "error",
+    *COUNT_METRICS, *PROBABILITY_METRICS, *WIDTH_METRICS, "status", "error",
 )
 
 
@@ -199,8 +203,9 @@ def score_arrays(
     """(kind, counts, figures) of one prediction against its annotation, inside ``fov``.
 
     ``pred_grey``: ``(H, W)`` uint8/uint16 as read; ``truth`` and ``fov``: ``(H, W)`` bool of the
-    same shape (checked by the caller). ``figures`` has COUNT_METRICS and, for probability
-    maps, PROBABILITY_METRICS (``auc`` is NaN when the truth in the FOV is all one class).
+    same shape (checked by the caller). ``figures`` has COUNT_METRICS, WIDTH_METRICS (None
+    where a mask has no vessel) and, for probability maps, PROBABILITY_METRICS (``auc`` is NaN
+    when the truth in the FOV is all one class).
     """
     kind = prediction_kind(pred_grey)
     if kind == "binary":
@@ -210,11 +215,19 @@ def score_arrays(
         prob = probability_of(pred_grey)
         mask = prob >= threshold
     counts = metrics.confusion(mask, truth, fov)
-    figures = metrics.summary(counts)
+    figures = {**metrics.summary(counts), **width_figures(mask, truth, fov)}
     if prob is not None:
         figures["auc"] = metrics.roc_auc(pred_grey, truth, fov)  # the integers: same order, faster
         figures["best_threshold"], figures["best_f1"] = metrics.best_threshold_f1(prob, truth, fov)
     return kind, counts, figures
+
+
+def width_figures(mask: np.ndarray, truth: np.ndarray, fov: np.ndarray | None) -> dict[str, float | None]:
+    """WIDTH_METRICS of a ``(H, W) bool`` mask and its annotation inside ``fov`` (None: everywhere)."""
+    region = np.ones(mask.shape, bool) if fov is None else fov
+    ours, theirs = mean_width(mask, region), mean_width(truth, region)
+    ratio = ours / theirs if ours is not None and theirs else None
+    return {"mean_width_px": ours, "gt_mean_width_px": theirs, "width_ratio": ratio}
 
 
 def _read(reader, role: str, path: Path, config: ScoreConfig) -> np.ndarray:
@@ -287,7 +300,7 @@ def summarise(results: Iterable[PairResult]) -> Summary:
     """Mean of each figure over scored pairs (NaN AUCs left out) and pooled count-based figures."""
     results = list(results)
     ok = [r for r in results if r.error is None and r.counts is not None]
-    names = COUNT_METRICS + PROBABILITY_METRICS
+    names = COUNT_METRICS + PROBABILITY_METRICS + WIDTH_METRICS
     mean = {name: _mean([r.figures[name] for r in ok if name in r.figures]) for name in names}
     total = sum((r.counts for r in ok), metrics.Counts(0, 0, 0, 0))
     pooled: dict[str, float | int] = {**metrics.summary(total), **total.__dict__}
@@ -327,7 +340,7 @@ def as_json(config: ScoreConfig, pairing: Pairing, results: list[PairResult], su
         row: dict[str, object] = {"image": r.image, "annotation": r.annotation, "width": r.width, "height": r.height,
                                   "prediction": r.prediction, "fov_pixels": r.counts.total if r.counts else None}
         row.update({k: (r.counts.__dict__[k] if r.counts else None) for k in ("tp", "fp", "fn", "tn")})
-        row.update({k: _json_value(r.figures.get(k)) for k in COUNT_METRICS + PROBABILITY_METRICS})
+        row.update({k: _json_value(r.figures.get(k)) for k in COUNT_METRICS + PROBABILITY_METRICS + WIDTH_METRICS})
         row.update({"status": r.status, "error": r.error})
         pairs.append(row)
     return {

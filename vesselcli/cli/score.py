@@ -46,8 +46,9 @@ def score(pred: Path, gt: Path, fov: Path | None, out: Path | None, threshold: f
 
     Predictions pair with annotations by name (DRIVE, CHASE_DB1, STARE, HRF and same-stem names
     out of the box). Figures are inside the FOV: iou, dice, sensitivity, specificity, accuracy,
-    mcc, and for probability maps auc, best_f1 and best_threshold; then their mean over pairs and
-    pooled figures over all pixels.
+    mcc, the mean vessel width of prediction and annotation and their ratio, and for probability
+    maps auc, best_f1 and best_threshold; then their mean over pairs and pooled figures over all
+    pixels.
 
     A prediction with at most two grey levels is a binary mask; more is a probability map
     (value / 255, or / 65535 for 16-bit files). Nothing is resized. Exit code: 0 all pairs
@@ -106,22 +107,22 @@ def _fmt(value: float | int | None) -> str:
 
 #: Table headers (the terminal is narrow; the CSV and JSON use the full column names).
 HEADERS = {"iou": "IoU", "dice": "Dice", "sensitivity": "Sens", "specificity": "Spec", "accuracy": "Acc",
-           "mcc": "MCC", "auc": "AUC", "best_f1": "best F1", "best_threshold": "at T"}
+           "mcc": "MCC", "auc": "AUC", "best_f1": "best F1", "best_threshold": "at T", "width_ratio": "width"}
 
 
 def _print_table(results: list[PairResult], summary: Summary) -> None:
     console = Console()
     if not console.is_terminal:  # a log or a pipe: no reason to fold the table into 80 columns
         console = Console(width=max(console.width, 160))
-    names = COUNT_METRICS + PROBABILITY_METRICS
-    shown = [n for n in names if n in COUNT_METRICS or any(n in r.figures for r in results)]
+    names = COUNT_METRICS + PROBABILITY_METRICS + ("width_ratio",)  # the widths themselves: --out, --json
+    shown = [n for n in names if n in COUNT_METRICS or any(r.figures.get(n) is not None for r in results)]
     image_width = min(24, max((len(r.image) for r in results), default=6))
     with_kind = image_width + 7 + 8 * len(shown) <= console.width
     if not with_kind:  # a narrow terminal: keep the names and figures, leave the rest to --out/--json
         shown = [n for n in shown if n != "best_threshold"]
     table = Table(title=f"{summary.scored} scored, {summary.failed} failed", box=box.SIMPLE_HEAD, pad_edge=False,
                   collapse_padding=True,
-                  caption="pooled: figures from the counts summed over all pairs")
+                  caption="pooled: figures from the counts summed over all pairs; width: the mask's mean vessel width / the annotation's")
     table.add_column("image", overflow="fold", min_width=image_width)
     if with_kind:
         table.add_column("kind", no_wrap=True)
