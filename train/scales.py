@@ -34,6 +34,7 @@ from vesselcli.analysis.morphology import mean_width
 from vesselcli.calibre import edge_width, first_factor, next_factor
 from vesselcli.checkpoint import load_model, preprocessing_of
 from vesselcli.fov import detect_fov, fov_diameter
+from vesselcli.imageio import encode_png, write_atomic
 from vesselcli.preprocess import Preprocessing, network_input, resize_image, resize_mask, scale_factor, scaled_shape
 
 from .data import Sample, camera_value, load_samples, split_validation, with_camera_plane
@@ -138,6 +139,24 @@ def print_reference(model: torch.nn.Module, cases: list[Case], pre: Preprocessin
     return 0
 
 
+def write_sets(cases: list[Case], out: Path) -> None:
+    """Each validation set as folders ``segment`` and ``score`` read: ``OUT/<set>/images``,
+    ``manual`` (annotations) and ``mask`` (FOV masks; for the crops, the FOV detected from the
+    crop, as ``segment`` finds it), PNG files of the same stem (a crop's ends in ``_crop``)."""
+    sets = {}
+    for case in cases:
+        s = case.sample
+        folder = out / case.group.replace(" ", "_")
+        stem = Path(s.name.split("/")[-1].replace("#crop", "")).stem + ("_crop" if s.name.endswith("#crop") else "")
+        for sub, array in (("images", s.rgb), ("manual", s.vessels.astype(np.uint8) * 255), ("mask", s.fov.astype(np.uint8) * 255)):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+            write_atomic(folder / sub / f"{stem}.png", encode_png(array))
+        sets[folder] = sets.get(folder, 0) + 1
+    for folder, n in sets.items():
+        print(f"{folder}: {n} images; then: vesselseg segment {folder}/images --out O --gt {folder}/manual --fov {folder}/mask"
+              f" && vesselseg score O/masks {folder}/manual --fov {folder}/mask")
+
+
 def best_threshold(rows: list[dict]) -> tuple[str, dict[str, float]]:
     """The swept threshold with the best mean over (set, scale) groups of the group's mean F1,
     and that mean per threshold."""
@@ -171,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also score each probability at these thresholds and print the one with the best mean "
                              "over sets of each set's mean F1 (every set weighs the same, however many pixels)")
     parser.add_argument("--json", default="", help="also write every image's figures to this file")
+    parser.add_argument("--write-sets", metavar="DIR", default="",
+                        help="only write the validation sets (and crops) as image, annotation and FOV folders under DIR, "
+                             "for running them through vesselseg segment and score")
     args = parser.parse_args(argv)
     model, ckpt = load_model(args.checkpoint)
     model.camera_scale = float(ckpt.get("config", {}).get("camera_channel") or 0.0)  # the plane's scale, if any
@@ -178,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     pre = preprocessing_of(ckpt)
     threshold = args.threshold if args.threshold is not None else float(ckpt["threshold"])
     cases = validation_cases(Path(args.data), pre)
+    if args.write_sets:
+        write_sets(cases, Path(args.write_sets))
+        return 0
     if args.reference:
         return print_reference(model, cases, pre, threshold)
     rows = []
