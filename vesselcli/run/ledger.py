@@ -163,18 +163,19 @@ def open_ledger(
         save = (lambda r: write_manifest(part.manifest, r)) if part is not None else (lambda r: write_run(out, r))
         started = time.monotonic()
         save(record)  # before any output: whatever is in OUT from now on was made with these settings
+        # The writers close once, through their own stack: on leaving (before the files are
+        # rewritten in input order), or with the lock's stack if opening the second one fails.
+        writers = stack.enter_context(ExitStack())
         writer = ResultsWriter(csv_path, kept)
-        stack.callback(writer.close)
+        writers.callback(writer.close)
         ids_path = part.identifiers if part is not None else paths.identifiers
         identifiers = _open_identifiers(ids_path, redo, config.overwrite) if config.keep_identifiers else None
         if identifiers is not None:
-            stack.callback(identifiers.close)
+            writers.callback(identifiers.close)
         try:
             yield Ledger(paths, csv_path, todo, report, writer, identifiers)
         finally:
-            writer.close()
-            if identifiers is not None:
-                identifiers.close()
+            writers.close()
             record.update(finished=now(), duration_s=round(time.monotonic() - started, 3),
                           counts={"done": report.done, "failed": report.failed, "skipped": report.skipped})
             if part is not None:
