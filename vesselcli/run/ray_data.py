@@ -278,14 +278,21 @@ def _import_ray_data_beside(start: Callable[[], None]) -> None:
     finally:
         loader.join()
     if failure:
-        raise RayError(f"--ray needs Ray Data ({failure[0]}); install it with: pip install 'vesselseg[ray]'")
+        raise _without_ray_data(failure[0])
+
+
+def _without_ray_data(exc: BaseException) -> RayError:
+    return RayError(f"--ray needs Ray Data ({exc}); install it with: pip install 'vesselseg[ray]'")
 
 
 def connect(address: str):  # noqa: ANN201 - the ray module
     """Join (``auto``, an address) or start (``local``) Ray, unless this process already has."""
     ray = _import_ray()
-    if ray.is_initialized():
-        _import_ray_data_beside(lambda: None)
+    if ray.is_initialized():  # nothing to wait for beside the import
+        try:
+            import ray.data  # noqa: F401 - Ray Data is the part we need
+        except Exception as exc:  # noqa: BLE001 - ImportError, or a broken install's own error
+            raise _without_ray_data(exc) from None
         return ray
     # The driver's C++ core logs a warning per restartable actor with arguments in the object
     # store (ours: the model options) to stderr; the CLI prints its own progress and errors.
