@@ -318,3 +318,68 @@ def test_a_dcm_file_that_is_not_dicom_is_an_error_not_a_skip(tmp_path: Path) -> 
         inspect(path)
     with pytest.raises(ImageReadError, match="not a readable DICOM"):
         read_frame(path, 0, 1000)
+
+
+# --- transfer syntaxes and colour models made by other encoders (dcmtk, GDCM, CharLS) -----------
+# pydicom ships these small files with its wheel (pydicom/data/test_files, found by
+# get_testdata_file without the network). The 100x100 "SC_rgb" family is one picture of
+# coloured bars in every syntax; its RLE Lossless copy is the reference.
+
+
+def pydicom_file(name: str) -> Path:
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.skip(f"pydicom's wheel no longer ships {name}")
+    return Path(path)
+
+
+@pytest.mark.parametrize("name, worst, mean", [
+    ("SC_rgb_jpeg_gdcm.dcm", 0, 0.0),  # JPEG Lossless, first-order prediction (GDCM)
+    ("SC_rgb_gdcm_KY.dcm", 0, 0.0),  # JPEG 2000 (1.2.840.10008.1.2.4.91), RGB
+    ("SC_rgb_rle_16bit.dcm", 0, 0.0),  # 16-bit RGB: scaled by Bits Stored to the same 8 bits
+    ("SC_rgb_jls_lossy_line.dcm", 2, 1.0),  # JPEG-LS near-lossless (NEAR 2), RGB
+    ("SC_ybr_full_422_uncompressed.dcm", 6, 1.0),  # YBR_FULL_422 without compression
+    ("SC_rgb_dcmtk_+eb+cy+n1.dcm", 80, 3.0),  # JPEG Baseline, YBR_FULL (dcmtk): lossy at the bars' edges
+    ("SC_rgb_dcmtk_+eb+cr.dcm", 2, 0.2),  # JPEG Baseline, RGB without a colour transform
+])
+def test_other_encoders_syntaxes_decode_to_the_reference_picture(name: str, worst: int, mean: float) -> None:
+    reference = read_frame(pydicom_file("SC_rgb_rle.dcm"), 0, 10**6).rgb.astype(int)
+    assert reference[0, 0].tolist() == [255, 0, 0]  # red bar: the reference is RGB, not YBR
+    rgb = read_frame(pydicom_file(name), 0, 10**6).rgb
+    assert rgb.shape == (100, 100, 3) and rgb.dtype == np.uint8
+    error = np.abs(rgb.astype(int) - reference)
+    assert error.max() <= worst and error.mean() <= mean
+
+
+def test_palette_colour_goes_through_its_lookup_tables() -> None:
+    import pydicom
+    from pydicom.pixels import apply_color_lut
+
+    path = pydicom_file("examples_palette.dcm")
+    rgb = read_frame(path, 0, 10**6).rgb
+    ds = pydicom.dcmread(path)
+    expected = np.round(apply_color_lut(ds.pixel_array, ds) / 65535 * 255).astype(np.uint8)  # 16-bit entries
+    assert rgb.shape == expected.shape == (350, 800, 3)
+    assert np.abs(rgb.astype(int) - expected).max() <= 1
+    assert not np.array_equal(rgb[..., 0], rgb[..., 2])  # colour, not the indices as grey
+
+
+def test_one_bit_pixels_are_scaled_to_black_and_white() -> None:
+    rgb = read_frame(pydicom_file("liver_1frame.dcm"), 0, 10**6).rgb
+    assert set(np.unique(rgb).tolist()) == {0, 255}
+
+
+def test_a_stream_every_installed_decoder_refuses_is_not_called_a_missing_decoder() -> None:
+    from vesselcli.imageio import ImageReadError
+
+    # JPEG Extended, 12-bit, whose scan header libjpeg rejects ("misplaced marker segment")
+    # and Pillow cannot read: both decoders are installed, so no package would help.
+    with pytest.raises(ImageReadError) as caught:
+        read_frame(pydicom_file("JPEG-lossy.dcm"), 0, 10**6)
+    assert "could not be decoded by any installed decoder" in str(caught.value)
+    assert "pip install" not in str(caught.value)
+    # The 12-bit JPEG Extended file next to it decodes, scaled by Bits Stored.
+    rgb = read_frame(pydicom_file("JPGExtended.dcm"), 0, 10**6).rgb
+    assert rgb.shape == (1024, 256, 3) and 0 < rgb.max() < 255

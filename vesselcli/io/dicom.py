@@ -198,6 +198,10 @@ def _decode_error(exc: Exception, syntax: str) -> ImageReadError:
     text = " ".join(str(exc).split())
     if "no pixel data to decode" in text.lower():
         return ImageReadError("the DICOM object has no pixel data (damaged, or not an image)")
+    if "raised by all available plugins" in text.lower():
+        # Decoders are installed and each refused this stream: naming a package to install would mislead.
+        return ImageReadError(f"DICOM pixel data could not be decoded by any installed decoder: damaged, or a "
+                              f"variant of its transfer syntax they do not read ({text})")
     if "plugin" in text.lower() or "missing dependencies" in text.lower() or "no pixel data decoders" in text.lower():
         import pydicom.uid
 
@@ -209,10 +213,25 @@ def _decode_error(exc: Exception, syntax: str) -> ImageReadError:
     return ImageReadError(f"DICOM pixel data is damaged or truncated ({text})")
 
 
+def _palette_rgb(pixels: np.ndarray, ds) -> tuple[np.ndarray, int]:  # noqa: ANN001
+    """PALETTE COLOR indices -> (``(H, W, 3)`` RGB through the file's lookup tables, bits per entry)."""
+    from pydicom.pixels import apply_color_lut
+
+    try:
+        rgb = apply_color_lut(pixels, ds)
+        bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+    except Exception as exc:  # noqa: BLE001 - missing or malformed tables
+        raise ImageReadError(f"PALETTE COLOR image whose colour lookup tables cannot be applied ({' '.join(str(exc).split())})") from None
+    return rgb, bits if bits in (8, 16) else 16
+
+
 def _to_rgb(pixels: np.ndarray, ds) -> np.ndarray:  # noqa: ANN001
-    """Decoded pixels -> ``(H, W, 3) uint8``: 16-bit scaled by Bits Stored, MONOCHROME1 inverted."""
-    if pixels.dtype != np.uint8:
-        bits = int(ds.get("BitsStored", 8 * pixels.dtype.itemsize))
+    """Decoded pixels -> ``(H, W, 3) uint8``: scaled from Bits Stored (or a palette's bits per
+    entry) to 8 bits, PALETTE COLOR through its lookup tables, MONOCHROME1 inverted."""
+    bits = int(ds.get("BitsStored", 8 * pixels.dtype.itemsize))
+    if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR" and pixels.ndim == 2:
+        pixels, bits = _palette_rgb(pixels, ds)
+    if pixels.dtype != np.uint8 or bits < 8:
         top = float((1 << bits) - 1)
         values = pixels.astype(np.float64)
         if np.issubdtype(pixels.dtype, np.signedinteger):
