@@ -26,7 +26,7 @@ from vesselcli.imageio import encode_png, read_grey, read_image  # noqa: E402
 
 SYNTAXES = ("native", "rle", "jpeg2000", "jpegls")
 FIGURES = ("fov_pixels", "vessel_pixels", "vessel_density", "iou", "dice", "sensitivity", "specificity",
-           "accuracy", "auc")
+           "accuracy", "auc", "gt_mean_width_px", "width_ratio")
 
 
 def build(images: list[Path], work: Path) -> None:

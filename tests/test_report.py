@@ -19,11 +19,12 @@ def test_every_run_has_the_one_header_of_the_readme() -> None:
     assert COLUMNS == ("image", "width", "height", "laterality", "pixel_size_um",
                        "fov_pixels", "vessel_pixels", "vessel_density", *MORPHOLOGY,
                        "iou", "dice", "sensitivity", "specificity", "accuracy", "auc",
-                       "seconds", "status", "error")
+                       "gt_mean_width_px", "width_ratio", "seconds", "status", "error")
     # a row without ground truth has every column, the figure cells empty
     row = ImageResult("a.png", "ok", 1.0, 565, 584, 1000, 120).row()
     assert tuple(row) == COLUMNS
-    assert [row[c] for c in ("iou", "dice", "sensitivity", "specificity", "accuracy", "auc")] == [""] * 6
+    truth_columns = ("iou", "dice", "sensitivity", "specificity", "accuracy", "auc", "gt_mean_width_px", "width_ratio")
+    assert [row[c] for c in truth_columns] == [""] * 8
 
 
 def test_morphology_cells_are_counts_as_whole_numbers_and_empty_when_not_applicable() -> None:

@@ -62,6 +62,9 @@ def test_golden_run_on_drive_images_meets_the_dice_floor(tmp_path: Path, drive_r
         assert 6000 < float(row["vessel_length_px"]) < 12000 and 2.0 < float(row["mean_width_px"]) < 5.0
         assert int(row["branch_points"]) > 50 and 1.3 < float(row["fractal_dimension"]) < 1.7
         assert 1.0 < float(row["tortuosity"]) < 1.3 and row["vessel_length_mm"] == ""
+        # calibre against the annotation: DRIVE's drawn vessels ~2.7 px; the shipped masks ~1.1x that
+        assert 2.3 < float(row["gt_mean_width_px"]) < 3.2 and 0.9 < float(row["width_ratio"]) < 1.35
+        assert float(row["width_ratio"]) == pytest.approx(float(row["mean_width_px"]) / float(row["gt_mean_width_px"]), rel=1e-5)
     assert "mean Dice" in result.output
     assert "lowest Dice" in (tmp_path / "out" / "report.html").read_text()
 

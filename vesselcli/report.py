@@ -33,7 +33,7 @@ MORPHOLOGY_COLUMNS = ("vessel_length_px", "mean_width_px", "branch_points", "end
                       "tortuosity", "fractal_dimension", "vessel_length_mm", "mean_width_um")
 COUNT_COLUMNS = ("branch_points", "end_points", "segments")  # whole numbers
 #: The mask against the annotation, inside the FOV (with ``--gt``).
-GT_COLUMNS = ("iou", "dice", "sensitivity", "specificity", "accuracy", "auc")
+GT_COLUMNS = ("iou", "dice", "sensitivity", "specificity", "accuracy", "auc", "gt_mean_width_px", "width_ratio")
 #: How the image went.
 TAIL_COLUMNS = ("seconds", "status", "error")
 #: The one header of every results.csv (groups that other issues add go in between, in the

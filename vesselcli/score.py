@@ -26,7 +26,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from . import metrics
-from .analysis.morphology import mean_width
+from .analysis.morphology import mean_width, width_against
 from .imageio import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageReadError, binarise, read_grey, read_mask
 from .pairing import pair_files, pairing_key, stem_of
 
@@ -225,9 +225,8 @@ def score_arrays(
 def width_figures(mask: np.ndarray, truth: np.ndarray, fov: np.ndarray | None) -> dict[str, float | None]:
     """WIDTH_METRICS of a ``(H, W) bool`` mask and its annotation inside ``fov`` (None: everywhere)."""
     region = np.ones(mask.shape, bool) if fov is None else fov
-    ours, theirs = mean_width(mask, region), mean_width(truth, region)
-    ratio = ours / theirs if ours is not None and theirs else None
-    return {"mean_width_px": ours, "gt_mean_width_px": theirs, "width_ratio": ratio}
+    ours = mean_width(mask, region)
+    return {"mean_width_px": ours, **width_against(ours, truth, region)}
 
 
 def _read(reader, role: str, path: Path, config: ScoreConfig) -> np.ndarray:

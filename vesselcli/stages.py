@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
-from .analysis.morphology import morphology
+from .analysis.morphology import morphology, width_against
 from .calibre import first_factor, next_factor
 from .discover import Item, LinkedOutputError, OutputPaths
 from .fov import detect_fov
@@ -190,12 +190,14 @@ def finish(job: Job, model_probability: np.ndarray, threshold: float,
     probability = np.clip(resize_image(model_probability, (height, width)), 0.0, 1.0)
     job.probability = probability
     mask = (probability >= threshold) & job.fov
+    shape = morphology(mask, job.fov, pixel_size_um)
     figures = None
     if job.truth is not None:
         counts = metrics.confusion(mask, job.truth, job.fov)
         summary = metrics.summary(counts)
         figures = {name: summary[name] for name in GT_COLUMNS if name in summary}
         figures["auc"] = metrics.roc_auc(probability, job.truth, job.fov)
+        figures.update(width_against(shape["mean_width_px"], job.truth, job.fov))
     result = ImageResult(
         image=job.item.name,
         status="ok",
@@ -207,7 +209,7 @@ def finish(job: Job, model_probability: np.ndarray, threshold: float,
         figures=figures,
         laterality=job.laterality,
         pixel_size_um=pixel_size_um,
-        morphology=morphology(mask, job.fov, pixel_size_um),
+        morphology=shape,
     )
     return mask, result
 

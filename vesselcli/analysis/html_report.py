@@ -46,7 +46,7 @@ THUMB_WIDTH = 200
 THUMB_QUALITY = 70
 THUMB_THREADS = 2
 FIGURES = ("vessel_density", "vessel_length_px", "mean_width_px", "branch_points", "end_points", "segments",
-           "tortuosity", "fractal_dimension", "vessel_length_mm", "mean_width_um", "iou", "dice")
+           "tortuosity", "fractal_dimension", "vessel_length_mm", "mean_width_um", "iou", "dice", "width_ratio")
 RUN_FIELDS = ("version", "engine", "device", "machine", "started", "finished", "duration_s")
 
 

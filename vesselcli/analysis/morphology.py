@@ -207,6 +207,14 @@ def mean_width(mask: np.ndarray, fov: np.ndarray) -> float | None:
     return _per_length(np.count_nonzero(mask), skeleton_graph(skeleton(mask)).length)
 
 
+def width_against(width: float | None, truth: np.ndarray, fov: np.ndarray) -> dict[str, float | None]:
+    """A mask's ``mean_width`` (``width``) against its annotation's inside ``fov``:
+    ``gt_mean_width_px`` (the annotation's) and ``width_ratio`` (mask / annotation: 1.0 as wide
+    as drawn, above it thicker); None where either has no vessel."""
+    theirs = mean_width(truth, fov)
+    return {"gt_mean_width_px": theirs, "width_ratio": width / theirs if width is not None and theirs else None}
+
+
 def morphology(mask: np.ndarray, fov: np.ndarray, pixel_size_um: float | None = None) -> dict[str, float | None]:
     """Every morphology figure of one ``(H, W) bool`` mask inside its ``(H, W) bool`` FOV.
 
