@@ -5,7 +5,7 @@
   provides FOV masks) on each public test set, and reads its ``results.csv``: per-image F1
   (= Dice), IoU, sensitivity, specificity, accuracy and AUC inside the field of view, averaged
   over the images. On DRIVE-512 it also scores the written masks against the truth over the
-  *whole* 512x512 image (the report's protocol) with ``vesselcli.metrics``.
+  *whole* 512x512 image (the report's protocol) with ``vesselcli.analysis.metrics``.
 - ``second_observer``: DRIVE's second manual annotation scored against the first inside the
   FOV masks with the same metrics module: the level of human agreement.
 """
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vesselcli import metrics
-from vesselcli.imageio import read_mask
-from vesselcli.pairing import pairing_key
-from vesselcli.protocols import EvaluationSet, evaluation_sets
+from vesselcli.analysis import metrics
+from vesselcli.io.imageio import read_mask
+from vesselcli.io.pairing import pairing_key
+from vesselcli.io.protocols import EvaluationSet, evaluation_sets
 
 from .commands import Shown
 from .measure import run_once
@@ -32,7 +32,7 @@ COLUMNS = {"dice": "f1", "iou": "iou", "auc": "auc", "sensitivity": "se", "speci
 
 
 def accuracy_sets(data: Path, limit: int | None = None) -> list[EvaluationSet]:
-    """The protocols' test sets (``vesselcli.protocols``), as present, each cut to ``limit`` images."""
+    """The protocols' test sets (``vesselcli.io.protocols``), as present, each cut to ``limit`` images."""
     sets = evaluation_sets(data)
     if limit is not None:
         sets = [replace(s, images=s.images[:limit]) for s in sets]

@@ -36,8 +36,8 @@ import numpy as np
 
 from vesselcli.analysis.html_report import build_report
 from vesselcli.analysis.morphology import morphology
-from vesselcli.imageio import encode_jpeg, read_image, read_mask
-from vesselcli.report import ImageResult, ResultsWriter
+from vesselcli.io.imageio import encode_jpeg, read_image, read_mask
+from vesselcli.run.report import ImageResult, ResultsWriter
 
 
 def morphology_ms(drive: Path, repeats: int) -> float:

@@ -15,7 +15,7 @@ Prints one JSON object (read by ``python -m bench``):
   the report's valid network on a 512x512 input run unpadded (``UNet.core``, as the report
   ran it: a 324x324 output interpolated back to 512x512).
 - ``image``: how a representative photograph (``--image``, e.g. DRIVE ``01_test.tif``) is run:
-  its size at model scale (``vesselcli.preprocess``), the tiles the pipeline feeds the network
+  its size at model scale (``vesselcli.imaging.preprocess``), the tiles the pipeline feeds the network
   for its FOV's box (``preprocess.fov_box``, ``tiling.tile_shapes`` with the default tiling)
   and the FLOPs that is.
 - ``engines``: for each engine and precision, the median milliseconds of ``Engine.infer`` on
@@ -43,7 +43,7 @@ def network_cost(model_args: dict, height: int, width: int, core: bool = False) 
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vesselcli.unet import UNet, UNetConfig, count_parameters
+    from vesselcli.network.unet import UNet, UNetConfig, count_parameters
 
     config = UNetConfig.from_dict(model_args)
     model = UNet(config).eval()
@@ -64,10 +64,10 @@ def network_cost(model_args: dict, height: int, width: int, core: bool = False) 
 
 def image_as_run(image: Path, pre, spec, flops_per_pixel: float) -> dict:  # noqa: ANN001
     """Model-scale size, tiles and network FLOPs of one photograph as the pipeline runs it."""
-    from vesselcli.fov import detect_fov
-    from vesselcli.imageio import read_image
-    from vesselcli.preprocess import fov_box, resize_mask, scale_factor, scaled_shape
-    from vesselcli.tiling import tile_shapes
+    from vesselcli.imaging.fov import detect_fov
+    from vesselcli.io.imageio import read_image
+    from vesselcli.imaging.preprocess import fov_box, resize_mask, scale_factor, scaled_shape
+    from vesselcli.imaging.tiling import tile_shapes
 
     rgb = read_image(image)
     fov = detect_fov(rgb)
@@ -103,9 +103,9 @@ def time_engine(model: Path, engine: str, batch: np.ndarray, repeats: int, preci
 
 
 def main(argv: list[str]) -> int:
-    from vesselcli.config import DEFAULT_BATCH_SIZE, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, SegmentConfig
+    from vesselcli.run.config import DEFAULT_BATCH_SIZE, DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, SegmentConfig
     from vesselcli.engines import open_engine
-    from vesselcli.unet import REPORT_CONFIG
+    from vesselcli.network.unet import REPORT_CONFIG
 
     from .machine import onnxruntime_matmul_peaks
 

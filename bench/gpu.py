@@ -28,10 +28,10 @@ import numpy as np
 
 from vesselcli.engines import EngineUnavailable, ModelError, shipped_model, sigmoid
 from vesselcli.engines.onnxruntime import OnnxRuntimeEngine
-from vesselcli.imageio import read_image, read_mask
-from vesselcli.metrics import confusion, dice
-from vesselcli.protocols import drive_test_set, fov_masks
-from vesselcli.preprocess import Preprocessing, prepare
+from vesselcli.io.imageio import read_image, read_mask
+from vesselcli.analysis.metrics import confusion, dice
+from vesselcli.io.protocols import drive_test_set, fov_masks
+from vesselcli.imaging.preprocess import Preprocessing, prepare
 
 #: Dice of a variant's masks against the CPU's FP32 masks needed to pass.
 FLOORS = {"fp32": 0.999, "fp16": 0.99, "bf16": 0.99}
@@ -94,7 +94,7 @@ def torch_rows(checkpoint: Path, x: np.ndarray, device: str, repeats: int, refer
     try:
         import torch
 
-        from vesselcli.checkpoint import load_model
+        from vesselcli.network.checkpoint import load_model
     except ImportError as exc:
         return [{"engine": "torch", "variant": "fp32", "error": f"torch is not installed ({exc.name})"}]
     target = torch.device(device)

@@ -3,7 +3,7 @@
     python -m bench.io_floor IMAGES_DIR OUT_DIR [--workers N]
 
 For every image, the same work the pipeline does around its model and nothing else: read and
-decode it (``vesselcli.imageio.read_image``, the pipeline's reader), make a full-size binary
+decode it (``vesselcli.io.imageio.read_image``, the pipeline's reader), make a full-size binary
 mask (a plain threshold of the green channel stands in for the network), encode it as PNG and
 the photograph as a JPEG overlay, write both atomically (``write_atomic``, as the pipeline
 does), and append a CSV row. Images are spread over ``--workers`` threads (default: every
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vesselcli.imageio import encode_jpeg, encode_png, read_image, write_atomic
+from vesselcli.io.imageio import encode_jpeg, encode_png, read_image, write_atomic
 
 from .machine import usable_cores
 

@@ -48,8 +48,8 @@ def _probability(rgb: np.ndarray, fov: np.ndarray) -> np.ndarray:
     """The shipped model's ``(H, W) float32`` vessel probability of a photograph."""
     from vesselcli.engines import open_engine
     from vesselcli.engines.base import sigmoid
-    from vesselcli.preprocess import prepare, resize_image
-    from vesselcli.tiling import TileSpec, sliding_window
+    from vesselcli.imaging.preprocess import prepare, resize_image
+    from vesselcli.imaging.tiling import TileSpec, sliding_window
 
     engine = open_engine(None, "onnxruntime", "cpu")
     try:
@@ -61,9 +61,9 @@ def _probability(rgb: np.ndarray, fov: np.ndarray) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from vesselcli import metrics
-    from vesselcli.fov import detect_fov
-    from vesselcli.imageio import read_image, read_mask
+    from vesselcli.analysis import metrics
+    from vesselcli.imaging.fov import detect_fov
+    from vesselcli.io.imageio import read_image, read_mask
 
     parser = argparse.ArgumentParser(prog="python -m bench.large_inputs", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder holding HRF/")

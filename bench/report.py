@@ -110,7 +110,7 @@ def accuracy_section(r: Results) -> list[str]:
         "(the datasets' FOV masks). DRIVE-512 is not a third test set: it is the same 20 DRIVE test photographs "
         "(and annotations) squashed to 512x512, the re-packaging the report was measured on. It has no FOV masks: "
         "inside the detected FOV, and over the whole 512x512 image as the report measured it (IoU of the written "
-        "masks, `vesselcli.metrics`).",
+        "masks, `vesselcli.analysis.metrics`).",
         "",
         "| Method | Data | F1 | IoU | AUC | Se | Sp | Acc | Source |",
         "|---|---|---|---|---|---|---|---|---|",

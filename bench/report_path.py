@@ -2,7 +2,7 @@
 
     python -m bench.report_path IMAGES_DIR OUT_DIR
 
-The report's network (``vesselcli.unet.REPORT_CONFIG``: 64 base channels, 4 poolings, valid
+The report's network (``vesselcli.network.unet.REPORT_CONFIG``: 64 base channels, 4 poolings, valid
 convolutions, 31M parameters) in eager PyTorch, one image at a time: open the photograph with
 Pillow, convert to grey, resize to 512x512 (the report's protocol), feed that 512x512 image to
 the valid network *unpadded* (``UNet.core``: its output is 324x324), interpolate the logits
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vesselcli.unet import REPORT_CONFIG, UNet
+from vesselcli.network.unet import REPORT_CONFIG, UNet
 
 SIDE = 512
 THRESHOLD = 0.5

@@ -2,7 +2,7 @@
 
     python -m bench.stages IMAGES... [--model default.onnx] [--precision fp32,int8] [--repeats 3]
 
-Each stage is the product's own function (``vesselcli.stages``, ``preprocess``, ``tiling``,
+Each stage is the product's own function (``vesselcli.run.stages``, ``preprocess``, ``tiling``,
 ``metrics``, ``imageio``, ``overlay``) called on the images the way the pipeline calls it, in
 one thread, timed per image; a stage's figure is the mean over the images of each image's
 fastest of ``--repeats`` runs (the fastest run is the one least disturbed by other work on a
@@ -32,8 +32,8 @@ import numpy as np
 
 #: Stage names in pipeline order, with what each one covers.
 STAGES = {
-    "decode": "read and decode the file (vesselcli.imageio.read_image)",
-    "fov": "detect the field of view (vesselcli.fov.detect_fov)",
+    "decode": "read and decode the file (vesselcli.io.imageio.read_image)",
+    "fov": "detect the field of view (vesselcli.imaging.fov.detect_fov)",
     "scale": "bring image and FOV to the model's scale (preprocess.resize_image/resize_mask)",
     "clahe": "CLAHE of the green channel (cv2, part of preprocess.network_input)",
     "normalise": "standardise inside the FOV, zero outside (rest of preprocess.network_input)",
@@ -64,16 +64,16 @@ def time_stages(images: list[Path], engines: dict, repeats: int, truth_dir: Path
     ``parallel_engines`` (precision -> engine opened for parallel calls) the network as segment runs it."""
     import cv2
 
-    from vesselcli import metrics
+    from vesselcli.analysis import metrics
     from vesselcli.analysis.morphology import morphology
     from vesselcli.engines.base import sigmoid
-    from vesselcli.fov import detect_fov
-    from vesselcli.imageio import encode_jpeg, encode_png, read_image, read_mask, write_atomic
-    from vesselcli.overlay import overlay
-    from vesselcli.pairing import pair_files
-    from vesselcli.preprocess import fov_box, resize_image, resize_mask, scale_factor, scaled_shape
-    from vesselcli.config import SegmentConfig
-    from vesselcli.tiling import stream_tiled
+    from vesselcli.imaging.fov import detect_fov
+    from vesselcli.io.imageio import encode_jpeg, encode_png, read_image, read_mask, write_atomic
+    from vesselcli.analysis.overlay import overlay
+    from vesselcli.io.pairing import pair_files
+    from vesselcli.imaging.preprocess import fov_box, resize_image, resize_mask, scale_factor, scaled_shape
+    from vesselcli.run.config import SegmentConfig
+    from vesselcli.imaging.tiling import stream_tiled
 
     first = next(iter(engines.values()))
     pre, threshold = first.info.preprocessing, first.info.threshold
@@ -226,7 +226,7 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     images = sorted(q for q in args.images[0].iterdir() if not q.name.startswith(".")) if args.images[0].is_dir() else args.images
     model = args.model or shipped_model(".onnx")
-    from vesselcli.pipeline import CPU_PARALLEL_CALLS
+    from vesselcli.run.pipeline import CPU_PARALLEL_CALLS
 
     engines, parallel = {}, {}
     for precision in args.precision.split(","):

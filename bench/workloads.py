@@ -18,8 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vesselcli.imageio import encode_jpeg, read_image, write_atomic
-from vesselcli.protocols import drive_test_set
+from vesselcli.io.imageio import encode_jpeg, read_image, write_atomic
+from vesselcli.io.protocols import drive_test_set
 
 #: (width, height) of the size-scaling runs: DRIVE, CHASE_DB1, half HRF, HRF.
 FRAME_SIZES: tuple[tuple[int, int], ...] = ((565, 584), (999, 960), (1752, 1168), (3504, 2336))

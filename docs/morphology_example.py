@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from vesselcli.analysis.morphology import degrees, skeleton
-from vesselcli.imageio import encode_png, read_mask, write_atomic
+from vesselcli.io.imageio import encode_png, read_mask, write_atomic
 
 
 def main(mask_path: str, out_path: str, top: int = 300, left: int = 300, size: int = 256) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dicom_factory as make  # noqa: E402
 
-from vesselcli.imageio import encode_png, read_grey, read_image  # noqa: E402
+from vesselcli.io.imageio import encode_png, read_grey, read_image  # noqa: E402
 
 SYNTAXES = ("native", "rle", "jpeg2000", "jpegls")
 FIGURES = ("fov_pixels", "vessel_pixels", "vessel_density", "iou", "dice", "sensitivity", "specificity",

@@ -20,8 +20,8 @@ import numpy as np
 from click.testing import CliRunner
 
 from vesselcli.cli import main
-from vesselcli.imageio import read_grey
-from vesselcli.report import COLUMNS
+from vesselcli.io.imageio import read_grey
+from vesselcli.run.report import COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 CELLS = len(COLUMNS)

@@ -32,7 +32,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fault_checks import quiet_env, table, valid_mask, wait_for_rows  # noqa: E402
 from fault_inputs import DRIVE_SHAPE, drive_rgb, messy_folder, permission_is_enforced, png_header_only  # noqa: E402
-from vesselcli import imageio  # noqa: E402
+from vesselcli.io import imageio  # noqa: E402
 from vesselcli.cli import main  # noqa: E402
 
 Row = tuple[str, str, str, str]  # fault, outcome, message, exit code

@@ -1,7 +1,7 @@
 """Small checkpoints and their ONNX exports for the engine and export tests.
 
 Checkpoints are built here (random weights with spread-out logits, random BatchNorm
-statistics) in the format ``vesselcli.checkpoint`` writes, so the tests never depend on a
+statistics) in the format ``vesselcli.network.checkpoint`` writes, so the tests never depend on a
 training run. Exports are cached per test session: the dynamo exporter takes seconds.
 """
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from vesselcli.checkpoint import save_checkpoint
-from vesselcli.preprocess import Preprocessing
-from vesselcli.unet import UNet, UNetConfig
+from vesselcli.network.checkpoint import save_checkpoint
+from vesselcli.imaging.preprocess import Preprocessing
+from vesselcli.network.unet import UNet, UNetConfig
 
 TINY_SAME = UNetConfig(in_channels=1, base_channels=4, depth=3, norm="batch", padding="same")
 #: The report's architecture (valid convolutions, no normalisation), shrunk for speed.
@@ -56,7 +56,7 @@ def make_checkpoint(path: Path, config: UNetConfig, seed: int = 0, threshold: fl
 
 def exported(folder: Path, name: str) -> tuple[Path, Path]:
     """(checkpoint, onnx) for ``name`` in ('same', 'valid'), made once per session."""
-    from vesselcli.export import export_onnx
+    from vesselcli.export.onnx_export import export_onnx
 
     if name not in _cache:
         config = {"same": TINY_SAME, "valid": TINY_VALID}[name]

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from vesselcli.engines.base import ModelInfo
-from vesselcli.preprocess import Preprocessing
+from vesselcli.imaging.preprocess import Preprocessing
 
 
 class DarkIsVessel:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from vesselcli.imageio import binarise, orient, png_significant_bits, read_image, significant_top
+from vesselcli.io.imageio import binarise, orient, png_significant_bits, read_image, significant_top
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

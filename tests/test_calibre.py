@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from segment_fakes import DarkIsVessel
-from vesselcli import pipeline
-from vesselcli.calibre import MAX_CHANGE, MIN_FACTOR, REFERENCE_WIDTH, WIDTH_BAND, calibre_factor, edge_width, first_factor, next_factor
-from vesselcli.config import SegmentConfig
-from vesselcli.imageio import read_grey
+from vesselcli.run import pipeline
+from vesselcli.imaging.calibre import MAX_CHANGE, MIN_FACTOR, REFERENCE_WIDTH, WIDTH_BAND, calibre_factor, edge_width, first_factor, next_factor
+from vesselcli.run.config import SegmentConfig
+from vesselcli.io.imageio import read_grey
 
 
 def ribbons(width: int, count: int = 4, length: int = 300) -> np.ndarray:
@@ -110,7 +110,7 @@ def test_an_unknown_scale_rule_is_refused(tmp_path: Path) -> None:
 
 def test_the_scale_rule_is_a_setting_of_the_run(tmp_path: Path) -> None:
     from segment_fakes import write_fundus
-    from vesselcli.runrecord import SettingsMismatchError
+    from vesselcli.run.runrecord import SettingsMismatchError
 
     write_fundus(tmp_path / "in" / "a.png")
     cfg = SegmentConfig(inputs=(tmp_path / "in",), out=tmp_path / "out", tile_size=64, tile_overlap=16)
@@ -125,7 +125,7 @@ def test_ray_actors_take_the_same_first_look_as_the_local_pipeline(tmp_path: Pat
     """The Ray path's actor (called in-process here: no Ray needed) rescales like a local run."""
     from PIL import Image
 
-    from vesselcli.discover import OutputPaths
+    from vesselcli.io.discover import OutputPaths
     from vesselcli.run import ray_data
 
     src = tmp_path / "in"
@@ -161,7 +161,7 @@ def test_cpu_ray_actors_load_look_and_write_like_the_local_pipeline(tmp_path: Pa
 
     from PIL import Image
 
-    from vesselcli.discover import OutputPaths
+    from vesselcli.io.discover import OutputPaths
     from vesselcli.run import ray_data
 
     src = tmp_path / "in"

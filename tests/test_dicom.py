@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 import dicom_factory as make
 from vesselcli.cli.segment import segment
-from vesselcli.imageio import encode_png, read_grey, read_image
+from vesselcli.io.imageio import encode_png, read_grey, read_image
 from vesselcli.io.dicom import _pixel_size_um, inspect, looks_like_dicom, read_frame
 
 LOSSLESS = ("native", "rle", "j2k", "jpegls")
@@ -265,7 +265,7 @@ def test_sixteen_bit_monochrome_is_scaled_by_bits_stored_and_refused_above_max_p
     rgb = read_frame(path, 0, 100).rgb
     assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
     assert rgb[..., 0].tolist() == [[0, 255], [128, 64]] and np.array_equal(rgb[..., 0], rgb[..., 2])
-    from vesselcli.imageio import ImageReadError
+    from vesselcli.io.imageio import ImageReadError
 
     with pytest.raises(ImageReadError, match="above the limit of 3"):
         read_frame(path, 0, 3)
@@ -310,7 +310,7 @@ def test_laterality_is_image_laterality_else_frame_laterality_else_series_latera
 
 
 def test_a_dcm_file_that_is_not_dicom_is_an_error_not_a_skip(tmp_path: Path) -> None:
-    from vesselcli.imageio import ImageReadError
+    from vesselcli.io.imageio import ImageReadError
 
     path = tmp_path / "notes.dcm"
     path.write_text("these are not pixels\n" * 20)
@@ -372,7 +372,7 @@ def test_one_bit_pixels_are_scaled_to_black_and_white() -> None:
 
 
 def test_a_stream_every_installed_decoder_refuses_is_not_called_a_missing_decoder() -> None:
-    from vesselcli.imageio import ImageReadError
+    from vesselcli.io.imageio import ImageReadError
 
     # JPEG Extended, 12-bit, whose scan header libjpeg rejects ("misplaced marker segment")
     # and Pillow cannot read: both decoders are installed, so no package would help.

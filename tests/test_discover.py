@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vesselcli.discover import (
+from vesselcli.io.discover import (
     OutputPaths, Source, UnsafeNameError, assign_names, discover, is_image_name, walk_images,
 )
 

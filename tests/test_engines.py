@@ -26,7 +26,7 @@ def same(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_onnx_metadata_round_trips_the_checkpoint_description(same) -> None:
-    from vesselcli.checkpoint import read_checkpoint
+    from vesselcli.network.checkpoint import read_checkpoint
 
     checkpoint, onnx = same
     expected = info_from_checkpoint(read_checkpoint(checkpoint))

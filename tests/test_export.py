@@ -12,7 +12,7 @@ import pytest
 
 from model_factory import VALID_TILE, exported, make_checkpoint, TINY_SAME
 from vesselcli.engines import open_engine, sigmoid
-from vesselcli.export import (
+from vesselcli.export.onnx_export import (
     LOGIT_ATOL, MIN_DICE, OPSET, ExportConfig, ParityError, check_parity, drive_tiles, export_checkpoint, mask_dice,
     random_batches,
 )
@@ -77,7 +77,7 @@ def test_parity_check_catches_a_model_that_computes_something_else(models, tmp_p
 
 
 def test_a_failed_parity_check_leaves_no_model_behind(models, tmp_path, monkeypatch) -> None:
-    import vesselcli.export as export
+    import vesselcli.export.onnx_export as export
 
     def broken(onnx, checkpoint, batches, **kwargs):
         raise ParityError("simulated disagreement")
@@ -112,7 +112,7 @@ def test_tensorrt_step_keeps_a_plan_only_when_its_masks_match(models, tmp_path, 
     import types
 
     import vesselcli.engines.select as select
-    import vesselcli.export as export
+    import vesselcli.export.onnx_export as export
 
     monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
     monkeypatch.setattr(select, "nvidia_gpu_present", lambda: gpu)

@@ -23,10 +23,10 @@ from PIL import Image, ImageFile
 from fault_checks import quiet_env, segment, snapshot, table, valid_mask
 from fault_inputs import DRIVE_SHAPE, messy_folder, permission_is_enforced, png_header_only
 from segment_fakes import DarkIsVessel, fundus, write_fundus
-from vesselcli import imageio
+from vesselcli.io import imageio
 from vesselcli.cli import main
-from vesselcli.imageio import read_grey, read_mask
-from vesselcli.metrics import confusion, dice
+from vesselcli.io.imageio import read_grey, read_mask
+from vesselcli.analysis.metrics import confusion, dice
 
 
 def deny_reading(monkeypatch, name: str) -> None:

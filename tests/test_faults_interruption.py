@@ -23,7 +23,8 @@ from fault_checks import (  # noqa: F401 - fixtures
 )
 from fault_inputs import DRIVE_SHAPE, read_only_is_enforced
 from segment_fakes import DarkIsVessel, write_fundus
-from vesselcli import lock, report, stages
+from vesselcli.io import lock
+from vesselcli.run import report, stages
 
 
 @pytest.mark.data

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vesselcli.fov import brightness, detect_fov, fov_diameter
-from vesselcli.imageio import read_image, read_mask
+from vesselcli.imaging.fov import brightness, detect_fov, fov_diameter
+from vesselcli.io.imageio import read_image, read_mask
 
 IOU_FLOOR = 0.95
 
@@ -70,7 +70,7 @@ def test_a_photograph_without_dark_surround_is_all_fov() -> None:
 def test_a_large_photograph_is_searched_reduced_with_the_same_disc(chase_root: Path) -> None:
     import cv2
 
-    from vesselcli import fov as fov_module
+    from vesselcli.imaging import fov as fov_module
 
     rgb = read_image(chase_root / "images" / "Image_11R.jpg")
     truth = read_mask(chase_root / "fov" / "Image_11R_mask.gif")

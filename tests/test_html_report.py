@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from vesselcli.analysis.html_report import SAMPLE, WORST, ReportError, build_report, output_file, read_outputs
 from vesselcli.analysis.plots import fences
 from vesselcli.cli import main
-from vesselcli.report import ImageResult, ResultsWriter
+from vesselcli.run.report import ImageResult, ResultsWriter
 
 
 def make_run(out: Path, n: int, failed: int = 0, truth: bool = True, overlays: int | None = None) -> None:

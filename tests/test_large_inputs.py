@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from segment_fakes import fundus
-from vesselcli import metrics
-from vesselcli.fov import _detect, detect_fov, reduction_factor
-from vesselcli.imageio import read_image
+from vesselcli.analysis import metrics
+from vesselcli.imaging.fov import _detect, detect_fov, reduction_factor
+from vesselcli.io.imageio import read_image
 
 
 def _peak_bytes(call) -> tuple[object, int]:  # noqa: ANN001

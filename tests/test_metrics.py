@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from vesselcli import metrics
-from vesselcli.metrics import Counts
+from vesselcli.analysis import metrics
+from vesselcli.analysis.metrics import Counts
 
 # A 3x4 case counted by hand: tp at (0,0),(0,1),(1,1); fp at (0,2); fn at (1,0),(2,3); the rest tn.
 PRED = np.array([[1, 1, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]], dtype=bool)

@@ -128,7 +128,7 @@ def test_mean_width_is_vessel_pixels_over_skeleton_length_on_shapes_of_known_wid
 
 @pytest.mark.data
 def test_mean_width_is_the_morphology_column_on_a_drive_annotation(drive_root) -> None:
-    from vesselcli.imageio import read_mask
+    from vesselcli.io.imageio import read_mask
 
     truth = read_mask(drive_root / "test" / "1st_manual" / "01_manual1.gif")
     fov = read_mask(drive_root / "test" / "mask" / "01_test_mask.gif")
@@ -194,7 +194,7 @@ def test_the_skeleton_is_one_pixel_wide() -> None:
 def test_length_segments_and_ends_match_skan_on_drive_annotations(drive_root) -> None:
     skan = pytest.importorskip("skan", reason="skan is the reference for the cross-check: pip install '.[test]'")
     from scipy.sparse import csgraph
-    from vesselcli.imageio import read_mask
+    from vesselcli.io.imageio import read_mask
 
     for path in sorted((drive_root / "test" / "1st_manual").glob("*.gif"))[:5]:
         skel = skeleton(read_mask(path))

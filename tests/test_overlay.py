@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vesselcli.overlay import ALPHA, FALSE_NEGATIVE, FALSE_POSITIVE, OUTSIDE_DIM, TRUE_POSITIVE, VESSEL, overlay
+from vesselcli.analysis.overlay import ALPHA, FALSE_NEGATIVE, FALSE_POSITIVE, OUTSIDE_DIM, TRUE_POSITIVE, VESSEL, overlay
 
 
 def per_pixel(rgb: np.ndarray, mask: np.ndarray, fov: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vesselcli.pairing import ANNOTATION_SUFFIXES, SPLIT_SUFFIXES, Index, PairingError, pair_files, pairing_key
+from vesselcli.io.pairing import ANNOTATION_SUFFIXES, SPLIT_SUFFIXES, Index, PairingError, pair_files, pairing_key
 
 
 def paths(*names: str) -> list[Path]:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from segment_fakes import DarkIsVessel, write_fundus
-from vesselcli import pipeline
-from vesselcli.config import SegmentConfig
-from vesselcli.imageio import read_grey
+from vesselcli.run import pipeline
+from vesselcli.run.config import SegmentConfig
+from vesselcli.io.imageio import read_grey
 
 
 class TwoCallsAtOnce(DarkIsVessel):

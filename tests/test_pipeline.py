@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from segment_fakes import DarkIsVessel, fundus, write_fundus, write_mask
-from vesselcli import pipeline, stages
-from vesselcli.config import SegmentConfig
-from vesselcli.imageio import read_grey
-from vesselcli.lock import LockedError, OutputLock
+from vesselcli.run import pipeline, stages
+from vesselcli.run.config import SegmentConfig
+from vesselcli.io.imageio import read_grey
+from vesselcli.io.lock import LockedError, OutputLock
 
 
 def config(tmp_path: Path, *inputs: Path, **options) -> SegmentConfig:
@@ -275,7 +275,7 @@ def test_a_threshold_option_overrides_the_model_threshold(tmp_path: Path) -> Non
 # --- Only the FOV's box goes through the network ------------------------------------------
 
 def test_fov_box_is_the_smallest_box_holding_the_fov_starting_on_the_grid() -> None:
-    from vesselcli.preprocess import fov_box
+    from vesselcli.imaging.preprocess import fov_box
 
     fov = np.zeros((100, 120), bool)
     fov[29:66, 14:101] = True
@@ -289,7 +289,7 @@ def test_the_network_sees_only_the_fov_box_and_the_mask_comes_back_in_place(tmp_
     image[60:170, 40:150] = fundus(110, 110, seed=3)  # a lit disc well inside a black frame
     path = tmp_path / "off_centre.png"
     Image.fromarray(image).save(path)
-    from vesselcli.discover import Item
+    from vesselcli.io.discover import Item
 
     engine = DarkIsVessel(fov_diameter=100.0)  # the disc is about 99 px across: no rescaling
     job = stages.load(Item(path, path.name, path.stem), stages.Partners(), engine.info.preprocessing, 10**8, align=8)

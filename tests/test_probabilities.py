@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vesselcli.cli import main
-from vesselcli.fov import detect_fov
-from vesselcli.imageio import read_grey, read_image, read_mask
-from vesselcli.stages import first_vessel_level, probability_levels
+from vesselcli.imaging.fov import detect_fov
+from vesselcli.io.imageio import read_grey, read_image, read_mask
+from vesselcli.run.stages import first_vessel_level, probability_levels
 
 
 def invoke(*args: object):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from train.data import find_training_files
-from vesselcli.protocols import evaluation_sets, is_chase_test
+from vesselcli.io.protocols import evaluation_sets, is_chase_test
 
 
 def test_chase_db1_test_split_is_children_11_to_14() -> None:
@@ -43,7 +43,7 @@ def test_training_reads_no_test_image_of_the_public_data(drive_root: Path, chase
 
 
 def test_the_int8_gate_trains_on_the_chase_db1_children_the_protocol_calls_training(tmp_path: Path, monkeypatch) -> None:
-    from vesselcli import protocols
+    from vesselcli.io import protocols
     from vesselcli.variants.gate import training_sets
 
     _chase_like(tmp_path / "CHASE_DB1")
@@ -62,8 +62,8 @@ def test_every_reader_of_the_drive_test_split_takes_the_protocol_images_and_thei
     from bench.gpu import drive_batch
     from bench.workloads import drive_images
     from segment_fakes import write_fundus, write_mask
-    from vesselcli.export import drive_tiles
-    from vesselcli.preprocess import Preprocessing
+    from vesselcli.export.onnx_export import drive_tiles
+    from vesselcli.imaging.preprocess import Preprocessing
     from vesselcli.variants.gate import drive_test
 
     test = tmp_path / "DRIVE" / "test"

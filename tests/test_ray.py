@@ -23,9 +23,9 @@ pytest.importorskip("ray.data", reason="Ray Data is not installed: pip install '
 import segment_fakes  # noqa: E402
 from run_checks import assert_same_outputs, copy_drive, rows_without_seconds  # noqa: E402
 from segment_fakes import KillOnce, KillWhenever, RaiseOn  # noqa: E402
-from vesselcli import pipeline  # noqa: E402
+from vesselcli.run import pipeline  # noqa: E402
 from vesselcli.cli import main  # noqa: E402
-from vesselcli.config import SegmentConfig  # noqa: E402
+from vesselcli.run.config import SegmentConfig  # noqa: E402
 from vesselcli.engines import open_engine  # noqa: E402
 from vesselcli.run import ray_data  # noqa: E402
 
@@ -85,7 +85,7 @@ def test_keep_identifiers_on_ray_writes_the_one_process_identifiers_csv(drive_ro
                                                                         ray_running: None, tmp_path: Path) -> None:
     pytest.importorskip("pydicom", reason="DICOM inputs need pydicom (pip install 'vesselseg[dicom]')")
     import dicom_factory as make
-    from vesselcli.imageio import read_image
+    from vesselcli.io.imageio import read_image
 
     one, two = (read_image(drive_root / "test" / "images" / f"{n}_test.tif") for n in ("01", "02"))
     src = tmp_path / "in"

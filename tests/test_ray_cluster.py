@@ -28,9 +28,9 @@ pytest.importorskip("ray.data", reason="Ray Data is not installed: pip install '
 import segment_fakes  # noqa: E402
 from run_checks import assert_same_outputs, copy_drive  # noqa: E402
 from segment_fakes import NodeLog  # noqa: E402
-from vesselcli import pipeline  # noqa: E402
+from vesselcli.run import pipeline  # noqa: E402
 from vesselcli.cli import main  # noqa: E402
-from vesselcli.config import SegmentConfig  # noqa: E402
+from vesselcli.run.config import SegmentConfig  # noqa: E402
 from vesselcli.engines import open_engine  # noqa: E402
 from vesselcli.run import ray_data  # noqa: E402
 

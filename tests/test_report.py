@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vesselcli.report import COLUMNS, CsvMismatchError, ImageResult, Report, ResultsWriter, read_rows
+from vesselcli.run.report import COLUMNS, CsvMismatchError, ImageResult, Report, ResultsWriter, read_rows
 
 
 MORPHOLOGY = ("vessel_length_px", "mean_width_px", "branch_points", "end_points", "segments", "tortuosity",
@@ -133,7 +133,7 @@ def test_a_results_file_cut_anywhere_reads_back_as_whole_rows(tmp_path_factory, 
     """Names as any file system gives them; the file cut at any byte (a crash) loses only the last row."""
     import os
 
-    from vesselcli.discover import Source, assign_names
+    from vesselcli.io.discover import Source, assign_names
 
     items = assign_names([Source(Path("/in") / os.fsdecode(r), Path("/in"), os.fsdecode(r)) for r in raw])
     path = tmp_path_factory.mktemp("csv") / "results.csv"

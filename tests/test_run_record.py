@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from segment_fakes import DarkIsVessel, write_fundus, write_mask
 from vesselcli.cli.segment import segment
-from vesselcli.report import COLUMNS
-from vesselcli.runrecord import differences, output_settings
+from vesselcli.run.report import COLUMNS
+from vesselcli.run.runrecord import differences, output_settings
 
 SETTINGS = dict(threshold=0.5, fov_diameter=540.0, precision="fp32", tile_size=592, tile_overlap=64, tta=False,
                 gt_dir=None, gt_pattern=None, fov_dir=None, overlays=True, probabilities=False)

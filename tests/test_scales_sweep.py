@@ -35,8 +35,8 @@ def test_write_sets_gives_folders_that_score_pairs_and_reads_back_exactly(tmp_pa
 
     from train.data import Sample
     from train.scales import Case, write_sets
-    from vesselcli.imageio import read_image, read_mask
-    from vesselcli.score import ScoreConfig, pair_folders
+    from vesselcli.io.imageio import read_image, read_mask
+    from vesselcli.analysis.score import ScoreConfig, pair_folders
 
     rng = np.random.default_rng(1)
     rgb = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)

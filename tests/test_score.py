@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner, Result
 from PIL import Image
 
-from vesselcli import metrics
+from vesselcli.analysis import metrics
 from vesselcli.cli import main
-from vesselcli.score import COLUMNS, prediction_kind
+from vesselcli.analysis.score import COLUMNS, prediction_kind
 
 H, W = 20, 24
 SEGMENT_COLUMNS = ("image", "width", "height", "iou", "dice", "sensitivity", "specificity", "accuracy", "auc", "status", "error")

@@ -19,10 +19,10 @@ from click.testing import CliRunner
 
 from segment_fakes import DarkIsVessel, write_fundus
 from vesselcli.cli.segment import segment
-from vesselcli.imageio import read_grey, read_mask
-from vesselcli.lock import OutputLock
-from vesselcli.metrics import confusion, dice
-from vesselcli.report import COLUMNS
+from vesselcli.io.imageio import read_grey, read_mask
+from vesselcli.io.lock import OutputLock
+from vesselcli.analysis.metrics import confusion, dice
+from vesselcli.run.report import COLUMNS
 
 DICE_FLOOR = 0.78  # per image, inside the FOV, against 1st_manual (human agreement is ~0.79)
 
@@ -93,7 +93,7 @@ def test_an_unreadable_model_is_a_usage_error(tmp_path: Path) -> None:
     (["--pixel-size", "0"], "--pixel-size"),
     (["--engine", "tflite"], "--engine"),
     (["--gt-pattern", "manual1"], "does not contain {stem}"),
-    (["--gt-pattern", "{stem}_manual1.gif"], "without it"),  # the rule score applies (one check, vesselcli.pairing)
+    (["--gt-pattern", "{stem}_manual1.gif"], "without it"),  # the rule score applies (one check, vesselcli.io.pairing)
 ])
 def test_bad_options_are_usage_errors_that_say_what_to_do(tmp_path: Path, args, message) -> None:
     write_fundus(tmp_path / "in" / "a.png")

@@ -15,12 +15,12 @@ from click.testing import CliRunner
 
 from run_checks import assert_same_outputs, copy_drive, rows_without_seconds
 from segment_fakes import DarkIsVessel, fundus, write_fundus
-from vesselcli import pipeline
+from vesselcli.run import pipeline
 from vesselcli.cli import main
-from vesselcli.config import SegmentConfig
-from vesselcli.lock import LockedError
+from vesselcli.run.config import SegmentConfig
+from vesselcli.io.lock import LockedError
 from vesselcli.run.merge import MergeError, merge
-from vesselcli.runrecord import SettingsMismatchError
+from vesselcli.run.runrecord import SettingsMismatchError
 from vesselcli.run.shards import Shard, ShardError, parse_shard, select, shard_from_env, shard_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,7 +234,7 @@ def test_merge_refuses_shards_that_differ_in_keep_identifiers(tmp_path: Path, fa
     assert again.exit_code == 0, again.output
     missing = CliRunner().invoke(main, ["merge", str(tmp_path / "out")])
     assert missing.exit_code == 1 and "parts/identifiers-0-of-2.csv is missing" in missing.output
-    from vesselcli.report import IDENTIFIER_COLUMNS, write_rows
+    from vesselcli.run.report import IDENTIFIER_COLUMNS, write_rows
 
     write_rows(tmp_path / "out" / "parts" / "identifiers-0-of-2.csv", [{"image": "d0/elsewhere.dcm"}], IDENTIFIER_COLUMNS)
     stray = CliRunner().invoke(main, ["merge", str(tmp_path / "out")])
@@ -263,7 +263,7 @@ def test_two_concurrent_shard_processes_then_merge_equal_one_process(tmp_path: P
 
 
 def test_a_results_file_is_put_in_input_order_when_a_run_ends(tmp_path: Path) -> None:
-    from vesselcli.report import ImageResult, ResultsWriter, read_rows, rewrite_in_order
+    from vesselcli.run.report import ImageResult, ResultsWriter, read_rows, rewrite_in_order
 
     path = tmp_path / "results.csv"
     writer = ResultsWriter(path, [{"image": "old.png", "status": "ok"}])  # a row of an earlier run's input

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from train.evaluate import protocol_sets, score_set
-from vesselcli.checkpoint import load_model, preprocessing_of
+from vesselcli.network.checkpoint import load_model, preprocessing_of
 
 SHIPPED = Path(__file__).resolve().parents[1] / "vesselcli" / "models" / "default.pt"
 

@@ -15,7 +15,7 @@ import pytest
 from model_factory import exported
 from vesselcli.engines import EngineUnavailable, choose_engine, open_engine, sigmoid
 from vesselcli.engines.select import nvidia_gpu_present
-from vesselcli.export import drive_tiles, mask_dice
+from vesselcli.export.onnx_export import drive_tiles, mask_dice
 
 pytestmark = pytest.mark.tensorrt
 
@@ -26,7 +26,7 @@ if not nvidia_gpu_present():
 
 @pytest.fixture(scope="module")
 def plan(tmp_path_factory) -> tuple[Path, Path]:
-    from vesselcli.export_tensorrt import Profile, build_plan
+    from vesselcli.export.tensorrt_engine import Profile, build_plan
 
     folder = tmp_path_factory.mktemp("trt")
     _, onnx = exported(folder, "same")

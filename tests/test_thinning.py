@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vesselcli.analysis.thinning import skeletonize
-from vesselcli.imageio import read_mask
+from vesselcli.io.imageio import read_mask
 
 
 def _skimage_skeletonize():

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vesselcli.preprocess import Preprocessing, prepare, resize_image, resize_mask, scale_factor, scaled_shape
-from vesselcli.tiling import (
+from vesselcli.imaging.preprocess import Preprocessing, prepare, resize_image, resize_mask, scale_factor, scaled_shape
+from vesselcli.imaging.tiling import (
     TileSpec, blend_weights, flip_averaged, sliding_window, stream_tiled, tile_count, tile_origins, tile_shape,
     tile_shapes, tile_side,
 )
@@ -218,7 +218,7 @@ def test_flip_averaging_keeps_a_flip_equivariant_predictor_and_averages_others()
     assert np.allclose(averaged[0, 0, :, 1:-1], 0.0)
 
 
-# -- resizing (vesselcli.preprocess), as segment uses it: to model scale and back ----------------
+# -- resizing (vesselcli.imaging.preprocess), as segment uses it: to model scale and back ----------------
 
 @settings(max_examples=80, deadline=None)
 @given(height=st.integers(1, 700), width=st.integers(1, 700), factor=st.floats(0.1, 8.0))

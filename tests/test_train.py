@@ -16,10 +16,10 @@ import train.loop
 from train.data import Sample
 from train.loop import evaluate, vessel_loss
 from train.options import parse_args
-from vesselcli import metrics
-from vesselcli.checkpoint import load_model
-from vesselcli.preprocess import Preprocessing
-from vesselcli.unet import UNet, UNetConfig
+from vesselcli.analysis import metrics
+from vesselcli.network.checkpoint import load_model
+from vesselcli.imaging.preprocess import Preprocessing
+from vesselcli.network.unet import UNet, UNetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--base-channels", "4", "--depth", "2", "--patch", "64", "--samples-per-image", "1", "--workers", "0", "--threads", "1"]
@@ -157,7 +157,7 @@ def test_validation_figures_match_the_metrics_module(monkeypatch: pytest.MonkeyP
 def test_repackage_reproduces_drive512_exactly(drive_root: Path, drive512_root: Path) -> None:
     """The re-packaging used in training is the very one that made DRIVE-512's test files."""
     from train.data import Sample, repackage
-    from vesselcli.imageio import read_image, read_mask
+    from vesselcli.io.imageio import read_image, read_mask
 
     for n in ("01", "13"):
         original = Sample(
@@ -356,7 +356,7 @@ def test_calibre_range_is_read_from_a_config_and_checked(tmp_path: Path) -> None
 
 def test_min_factor_draws_and_validates_a_large_photograph_at_the_calibre_rules_scale(monkeypatch: pytest.MonkeyPatch) -> None:
     import train.loop as loop
-    from vesselcli.calibre import MIN_FACTOR
+    from vesselcli.imaging.calibre import MIN_FACTOR
 
     yy, xx = np.mgrid[:400, :400]
     disc = (yy - 200) ** 2 + (xx - 200) ** 2 < 190**2  # FOV rule with a 38 px diameter: factor 0.1
@@ -384,7 +384,7 @@ def test_camera_channel_adds_a_plane_of_log2_fov_diameter_and_starts_as_the_same
     from train.__main__ import with_inputs
     from train.data import camera_value
     from train.ship import main as ship
-    from vesselcli.unet import UNet, UNetConfig
+    from vesselcli.network.unet import UNet, UNetConfig
 
     yy, xx = np.mgrid[:400, :400]
     disc = (yy - 200) ** 2 + (xx - 200) ** 2 < 190**2  # FOV diameter about 380
@@ -455,7 +455,7 @@ def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_images() -> 
 
 @pytest.mark.data
 def test_hrf_training_split_is_found_with_full_resolution_annotations(hrf_root: Path) -> None:
-    from vesselcli.imageio import read_mask
+    from vesselcli.io.imageio import read_mask
 
     triples = find_training_files(hrf_root)
     assert len(triples) == 15
@@ -467,7 +467,7 @@ def test_hrf_training_split_is_found_with_full_resolution_annotations(hrf_root: 
 def test_ship_can_replace_the_threshold_and_records_where_it_came_from(tmp_path: Path) -> None:
     from train.ship import SHIPPED
     from train.ship import main as ship
-    from vesselcli.checkpoint import read_checkpoint
+    from vesselcli.network.checkpoint import read_checkpoint
 
     out = tmp_path / "shipped.pt"
     assert ship([str(SHIPPED), "--out", str(out), "--threshold", "0.4", "--threshold-source", "validation sweep"]) == 0

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vesselcli.checkpoint import load_model, read_checkpoint, save_checkpoint
-from vesselcli.preprocess import Preprocessing
-from vesselcli.unet import REPORT_CONFIG, UNet, UNetConfig, count_parameters, valid_input_size, valid_output_size
+from vesselcli.network.checkpoint import load_model, read_checkpoint, save_checkpoint
+from vesselcli.imaging.preprocess import Preprocessing
+from vesselcli.network.unet import REPORT_CONFIG, UNet, UNetConfig, count_parameters, valid_input_size, valid_output_size
 
 
 @pytest.mark.parametrize("depth", [1, 2, 4])

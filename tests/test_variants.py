@@ -158,7 +158,7 @@ def test_choose_engine_runs_the_int8_variant_and_explains_why(same, tmp_path) ->
 
 
 def test_a_variant_that_fails_its_gate_is_not_kept_and_the_shipped_copy_goes(same, tmp_path, monkeypatch) -> None:
-    from vesselcli import export
+    from vesselcli.export import onnx_export as export
     from vesselcli.variants import gate
 
     checkpoint, _ = same
@@ -212,7 +212,7 @@ def test_shipped_int8_variant_passed_its_gate_for_the_shipped_model_and_matches_
                                "--no-overlays", "--precision", precision], cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         masks[precision] = out / "masks"
-    from vesselcli.imageio import read_mask
+    from vesselcli.io.imageio import read_mask
     from vesselcli.variants.gate import mask_dice
 
     for image in images:

@@ -31,9 +31,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from vesselcli import __version__
-from vesselcli.checkpoint import read_checkpoint, save_checkpoint
-from vesselcli.preprocess import Preprocessing
-from vesselcli.unet import UNet, UNetConfig, count_parameters
+from vesselcli.network.checkpoint import read_checkpoint, save_checkpoint
+from vesselcli.imaging.preprocess import Preprocessing
+from vesselcli.network.unet import UNet, UNetConfig, count_parameters
 
 from .data import PatchDataset, Sample, load_samples, repackage, split_validation
 from .ema import WeightAverage

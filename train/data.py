@@ -1,17 +1,17 @@
 """Training data: finding (image, vessel mask, FOV) triples and sampling augmented patches.
 
-Images, masks and FOVs are read with ``vesselcli.imageio`` and turned into network input by
-``vesselcli.preprocess.prepare``'s own steps, exactly as ``segment`` does.
+Images, masks and FOVs are read with ``vesselcli.io.imageio`` and turned into network input by
+``vesselcli.imaging.preprocess.prepare``'s own steps, exactly as ``segment`` does.
 
 Layouts understood by ``--data``:
 - DRIVE: a root with ``training/{images,1st_manual,mask}`` (only the training split is used;
   the test split is never read by training);
 - CHASE_DB1: a root with ``images``, ``1st_manual`` and ``fov``; the common protocol's first 20
-  images (``Image_01L`` ... ``Image_10R``) are used (the split rule: ``vesselcli.protocols``);
+  images (``Image_01L`` ... ``Image_10R``) are used (the split rule: ``vesselcli.io.protocols``);
 - HRF: a root with ``images``, ``manual1`` and ``mask`` (the 15-image training split,
   3504x2336, annotations at full resolution);
 - generic: a root with ``images`` and ``masks`` (and optionally ``fov``), paired by the
-  documented name rule of ``vesselcli.pairing``; without FOV masks the FOV is detected.
+  documented name rule of ``vesselcli.io.pairing``; without FOV masks the FOV is detected.
 """
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ import cv2
 import numpy as np
 
 from vesselcli.analysis.morphology import mean_width
-from vesselcli.fov import detect_fov
-from vesselcli.imageio import read_image, read_mask
-from vesselcli.pairing import pair_files
-from vesselcli.preprocess import Preprocessing, network_input, resize_image, resize_mask, scaled_shape
-from vesselcli.protocols import image_files, is_chase_test
+from vesselcli.imaging.fov import detect_fov
+from vesselcli.io.imageio import read_image, read_mask
+from vesselcli.io.pairing import pair_files
+from vesselcli.imaging.preprocess import Preprocessing, network_input, resize_image, resize_mask, scaled_shape
+from vesselcli.io.protocols import image_files, is_chase_test
 
 from .augment import photometric
 
@@ -140,7 +140,7 @@ def split_validation(samples: list[Sample], fraction: float, seed: int) -> tuple
 def camera_value(fov: np.ndarray, pre: Preprocessing, scale: float = 1.0) -> float:
     """The camera plane's value for a photograph whose FOV (at its original size) is ``fov``:
     ``scale`` (``--camera-channel``) x log2(FOV diameter / the model's ``pre.fov_diameter``)."""
-    from vesselcli.fov import fov_diameter
+    from vesselcli.imaging.fov import fov_diameter
 
     return scale * math.log2(max(fov_diameter(fov), 1.0) / pre.fov_diameter)
 
@@ -172,7 +172,7 @@ class PatchDataset:
         min_factor: float = 0.0,
         camera_channel: float = 0.0,
     ) -> None:
-        from vesselcli.fov import fov_diameter
+        from vesselcli.imaging.fov import fov_diameter
 
         self.samples = samples
         self.pre = pre
@@ -182,7 +182,7 @@ class PatchDataset:
         self.epoch = 0
         self.calibre_range = calibre_range
         # The FOV rule's factor, or ``min_factor`` where that is smaller: with
-        # vesselcli.calibre.MIN_FACTOR, each photograph at the scale segment's calibre rule runs it.
+        # vesselcli.imaging.calibre.MIN_FACTOR, each photograph at the scale segment's calibre rule runs it.
         self.base_scale = [max(pre.fov_diameter / fov_diameter(s.fov), min_factor) for s in samples]
         # Multi-scale: each image's annotated calibre (mean width at original size), so a
         # patch can be drawn at the scale that gives its vessels a chosen calibre.

@@ -7,7 +7,7 @@
 - DRIVE-512: the same 20 DRIVE test photographs squashed to 512x512 (the seed project's
   re-packaging and protocol): whole image, FOV detected from the pixels.
 
-Which images are test images is decided in one place, ``vesselcli.protocols``.
+Which images are test images is decided in one place, ``vesselcli.io.protocols``.
 
 Figures are means over images (F1 = Dice); AUC is computed from the probabilities. F1 and IoU
 come with a 95% bootstrap interval over images (2,000 resamples of the images, seed 0).
@@ -24,18 +24,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vesselcli import metrics
-from vesselcli.checkpoint import load_model, preprocessing_of
-from vesselcli.fov import detect_fov
-from vesselcli.imageio import read_image, read_mask
-from vesselcli.protocols import evaluation_sets
+from vesselcli.analysis import metrics
+from vesselcli.network.checkpoint import load_model, preprocessing_of
+from vesselcli.imaging.fov import detect_fov
+from vesselcli.io.imageio import read_image, read_mask
+from vesselcli.io.protocols import evaluation_sets
 
 from .data import Sample, find_triples
 from .loop import predict_probability
 
 
 def protocol_sets(data: Path) -> dict[str, list[tuple[Path, Path, Path | None]]]:
-    """(image, truth, FOV or None) per protocol present under ``data`` (``vesselcli.protocols``)."""
+    """(image, truth, FOV or None) per protocol present under ``data`` (``vesselcli.io.protocols``)."""
     return {s.name: find_triples(list(s.images), s.truth_dir, s.fov_dir) for s in evaluation_sets(data)}
 
 

@@ -10,8 +10,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from vesselcli import metrics
-from vesselcli.preprocess import Preprocessing, prepare_at, resize_image, scale_factor
+from vesselcli.analysis import metrics
+from vesselcli.imaging.preprocess import Preprocessing, prepare_at, resize_image, scale_factor
 
 from .data import Sample, camera_value, with_camera_plane
 from .ema import WeightAverage
@@ -118,7 +118,7 @@ def evaluate(model: torch.nn.Module, samples: list[Sample], pre: Preprocessing, 
     Each rank scores every ``world``-th image. Vessel and background pixel counts per level
     (``metrics.level_histograms`` at the 65,536 levels of ``metrics.AUC_LEVELS``) and the
     confusion counts at 0.5 are all-reduced; the figures follow from them with
-    ``vesselcli.metrics``, the code ``score`` uses, so the stored best threshold gives, when
+    ``vesselcli.analysis.metrics``, the code ``score`` uses, so the stored best threshold gives, when
     applied as ``prob >= threshold``, the Dice measured here.
     """
     model.eval()

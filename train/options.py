@@ -39,7 +39,7 @@ class TrainConfig:
     calibre_range: tuple[float, ...] = ()
     # Draw patches (and validate) at the FOV rule's factor or this one where that is smaller:
     # 0.5 trains every photograph at the scale segment's calibre rule runs it (never shrunk more
-    # than 2x, vesselcli.calibre.MIN_FACTOR); 0: the FOV rule alone. Ignored with calibre_range.
+    # than 2x, vesselcli.imaging.calibre.MIN_FACTOR); 0: the FOV rule alone. Ignored with calibre_range.
     min_factor: float = 0.0
     # A second input plane telling the network its camera's resolution: this many times log2 of the
     # photograph's FOV diameter over fov_diameter, the same over the whole input (at 1: DRIVE about

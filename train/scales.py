@@ -29,13 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vesselcli import metrics
+from vesselcli.analysis import metrics
 from vesselcli.analysis.morphology import mean_width
-from vesselcli.calibre import edge_width, first_factor, next_factor
-from vesselcli.checkpoint import load_model, preprocessing_of
-from vesselcli.fov import detect_fov, fov_diameter
-from vesselcli.imageio import encode_png, write_atomic
-from vesselcli.preprocess import Preprocessing, network_input, resize_image, resize_mask, scale_factor, scaled_shape
+from vesselcli.imaging.calibre import edge_width, first_factor, next_factor
+from vesselcli.network.checkpoint import load_model, preprocessing_of
+from vesselcli.imaging.fov import detect_fov, fov_diameter
+from vesselcli.io.imageio import encode_png, write_atomic
+from vesselcli.imaging.preprocess import Preprocessing, network_input, resize_image, resize_mask, scale_factor, scaled_shape
 
 from .data import Sample, camera_value, load_samples, split_validation, with_camera_plane
 
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=None, help="default: the checkpoint's")
     parser.add_argument("--groups", nargs="+", default=None, help="only these sets (e.g. HRF 'HRF crops')")
     parser.add_argument("--only", nargs="*", default=None, help="only these scale labels (e.g. calibre)")
-    parser.add_argument("--reference", action="store_true", help="only print the model's mask width on DRIVE validation at the FOV rule (vesselcli.calibre.REFERENCE_WIDTH)")
+    parser.add_argument("--reference", action="store_true", help="only print the model's mask width on DRIVE validation at the FOV rule (vesselcli.imaging.calibre.REFERENCE_WIDTH)")
     parser.add_argument("--sweep", type=float, nargs="*", default=None,
                         help="also score each probability at these thresholds and print the one with the best mean "
                              "over sets of each set's mean F1 (every set weighs the same, however many pixels)")

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vesselcli.checkpoint import read_checkpoint, save_checkpoint
+from vesselcli.network.checkpoint import read_checkpoint, save_checkpoint
 
 SHIPPED = Path(__file__).resolve().parents[1] / "vesselcli" / "models" / "default.pt"
 

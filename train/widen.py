@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vesselcli.unet import UNet, UNetConfig
+from vesselcli.network.unet import UNet, UNetConfig
 
 #: Relative weight noise ``--init`` widens with: enough for copies to part ways, small next to
 #: the weights (widening the shipped model 16 -> 20 moved its probabilities on a random input

@@ -33,8 +33,8 @@ from urllib.parse import quote
 import cv2
 import numpy as np
 
-from ..discover import OutputPaths, UnsafeNameError
-from ..imageio import write_atomic
+from ..io.discover import OutputPaths, UnsafeNameError
+from ..io.imageio import write_atomic
 from .plots import Outlier, fences, histogram_svg
 
 REPORT_NAME = "report.html"
@@ -112,7 +112,7 @@ def output_file(out: Path, image: str, kind: str) -> Path | None:
     """The overlay (``kind`` ``overlay``) or mask of a results.csv ``image`` name, if it exists.
 
     The output key is the name without its extension, or the whole name when two images
-    shared a stem (``vesselcli.discover``); whichever file exists is the one.
+    shared a stem (``vesselcli.io.discover``); whichever file exists is the one.
     """
     paths = OutputPaths(out)
     path = PurePosixPath(image)

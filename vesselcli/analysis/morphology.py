@@ -218,7 +218,7 @@ def width_against(width: float | None, truth: np.ndarray, fov: np.ndarray) -> di
 def morphology(mask: np.ndarray, fov: np.ndarray, pixel_size_um: float | None = None) -> dict[str, float | None]:
     """Every morphology figure of one ``(H, W) bool`` mask inside its ``(H, W) bool`` FOV.
 
-    Keys are ``vesselcli.report.MORPHOLOGY_COLUMNS``: ``vessel_length_px`` (skeleton
+    Keys are ``vesselcli.run.report.MORPHOLOGY_COLUMNS``: ``vessel_length_px`` (skeleton
     length), ``mean_width_px`` (vessel pixels / length), ``branch_points``, ``end_points``,
     ``segments``, ``tortuosity``, ``fractal_dimension``; with ``pixel_size_um`` (micrometres
     per pixel) also ``vessel_length_mm`` and ``mean_width_um``, else None. The mask is taken

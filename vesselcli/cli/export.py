@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..config import DEFAULT_TILE_SIZE
+from ..run.config import DEFAULT_TILE_SIZE
 
 
 def _default_data() -> Path:
@@ -69,7 +69,7 @@ def export(checkpoint: Path | None, out_dir: Path, name: str | None, update_ship
     """
     from ..engines.errors import ModelError
     from ..engines.select import shipped_model
-    from ..export import ExportConfig, ExportError, export_checkpoint
+    from ..export.onnx_export import ExportConfig, ExportError, export_checkpoint
 
     console = Console(highlight=False, soft_wrap=True)
     if tile_min > tile or tile > tile_max:

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from ..lock import LockedError
+from ..io.lock import LockedError
 from ..run.merge import MergeError, merge as merge_parts
 from .segment import print_summary, write_report
 

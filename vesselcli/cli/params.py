@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import click
 
-from ..pairing import check_pattern as _check_pattern
+from ..io.pairing import check_pattern as _check_pattern
 
 
 def name_pattern(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """A partner-naming pattern such as ``{stem}_manual1`` (``vesselcli.pairing.check_pattern``)."""
+    """A partner-naming pattern such as ``{stem}_manual1`` (``vesselcli.io.pairing.check_pattern``)."""
     if value is None:
         return None
     try:

@@ -1,6 +1,6 @@
 """``vesselseg score PRED GT``: figures of predicted masks against annotations.
 
-A thin layer over ``vesselcli.score``: parse options into a ``ScoreConfig``, score pair by pair,
+A thin layer over ``vesselcli.analysis.score``: parse options into a ``ScoreConfig``, score pair by pair,
 then print a table (or ``--json``) and write ``--out``. Exit code 0 when every pair was scored,
 1 when some pairs failed (one line each on stderr), 2 for usage errors (nothing paired, bad option).
 """
@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..imageio import write_atomic
-from ..score import (
+from ..io.imageio import write_atomic
+from ..analysis.score import (
     COLUMNS, COUNT_METRICS, PROBABILITY_METRICS, NothingPaired, Pairing, PairResult, ScoreConfig, Summary,
     as_json, csv_row, pair_folders, score_all, summarise,
 )

@@ -1,11 +1,11 @@
 """``vesselseg segment INPUT... --out OUT``: masks, overlays and results.csv for folders of images.
 
 A thin click layer: options are checked by click types and callbacks, gathered into a frozen
-``SegmentConfig``, and handed to ``vesselcli.pipeline`` with the engine ``--model`` /
+``SegmentConfig``, and handed to ``vesselcli.run.pipeline`` with the engine ``--model`` /
 ``--engine`` / ``--device`` choose. Exit code: 0 every image done, 1 some failed (one line
 each on stderr), an input folder could not be listed or the run stopped on a full disk, 2
 usage errors (no images, unreadable model, bad option, OUT busy with another run, OUT made
-with other settings: see ``vesselcli.runrecord``), 128+N
+with other settings: see ``vesselcli.run.runrecord``), 128+N
 when stopped by signal N (SIGINT 130, SIGTERM 143): rerunning the same command then
 finishes the rest.
 """
@@ -22,18 +22,18 @@ from typing import TYPE_CHECKING, Iterator
 
 import click
 
-from .. import pipeline
-from ..config import (DEFAULT_BATCH_SIZE, DEFAULT_TILE_OVERLAP, DEFAULT_WORKERS, PARALLEL_BATCH_SIZE, SCALE_RULES,
+from ..run import pipeline
+from ..run.config import (DEFAULT_BATCH_SIZE, DEFAULT_TILE_OVERLAP, DEFAULT_WORKERS, PARALLEL_BATCH_SIZE, SCALE_RULES,
                       SEGMENT_TILE_SIZE, SegmentConfig)
-from ..discover import LinkedOutputError
+from ..io.discover import LinkedOutputError
 from ..engines.errors import ModelError
 from ..engines.select import ENGINES
-from ..imageio import DEFAULT_MAX_PIXELS
-from ..lock import LockedError
-from ..report import CsvMismatchError, ImageResult, Report
+from ..io.imageio import DEFAULT_MAX_PIXELS
+from ..io.lock import LockedError
+from ..run.report import CsvMismatchError, ImageResult, Report
 from ..run.parts import PartPaths
 from ..run.shards import Shard, ShardError, parse_shard
-from ..runrecord import SettingsMismatchError
+from ..run.runrecord import SettingsMismatchError
 from ..variants.record import PRECISIONS
 from .console import Lines, error_console, progress_bar
 from .params import name_pattern

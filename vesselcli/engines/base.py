@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..preprocess import Preprocessing
+from ..imaging.preprocess import Preprocessing
 
 
 @dataclass(frozen=True)

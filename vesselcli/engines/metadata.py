@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..preprocess import Preprocessing
+from ..imaging.preprocess import Preprocessing
 from .base import ModelInfo
 from .errors import ModelError
 
@@ -34,7 +34,7 @@ def tile_multiple_of(model_args: Mapping[str, Any]) -> int:
 
 
 def info_from_checkpoint(ckpt: Mapping[str, Any]) -> ModelInfo:
-    """``ModelInfo`` of a checkpoint dict (see ``vesselcli.checkpoint``); no torch needed."""
+    """``ModelInfo`` of a checkpoint dict (see ``vesselcli.network.checkpoint``); no torch needed."""
     try:
         model_args = dict(ckpt["model_args"])
         pre = Preprocessing.from_dict(ckpt["preprocessing"])

@@ -2,7 +2,7 @@
 
 A serialized engine (``.plan``) only runs on the GPU model, compute capability and TensorRT
 version it was built with. Each plan therefore has a side file ``<plan stem>.json``
-written by ``vesselseg export`` (see ``vesselcli.export_tensorrt``)::
+written by ``vesselseg export`` (see ``vesselcli.export.tensorrt_engine``)::
 
     {"format": 1, "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0",
      "tensorrt": "10.3.0", "precision": "fp16", "onnx": "default.onnx",

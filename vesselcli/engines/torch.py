@@ -18,7 +18,7 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 class TorchEngine:
-    """A ``.pt`` checkpoint (see ``vesselcli.checkpoint``) as an engine.
+    """A ``.pt`` checkpoint (see ``vesselcli.network.checkpoint``) as an engine.
 
     ``device``: ``"cpu"`` or ``"cuda[:N]"``; ``precision``: ``"fp32"``, or on CUDA ``"fp16"``
     / ``"bf16"`` (autocast: convolutions in reduced precision, reductions in float32).
@@ -29,7 +29,7 @@ class TorchEngine:
     def __init__(self, path: Path | str, device: str = "cpu", precision: str = "fp32", threads: int | None = None) -> None:
         import torch
 
-        from ..checkpoint import load_model
+        from ..network.checkpoint import load_model
 
         path = Path(path)
         if not path.is_file():

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..imageio import ImageReadError
+from .imageio import ImageReadError
 
 #: Extensions (lower case) of DICOM files; files without one are recognised by their preamble.
 DICOM_EXTENSIONS = frozenset({".dcm", ".dicom"})

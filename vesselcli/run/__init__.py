@@ -1,7 +1,12 @@
-"""Ways to run ``segment`` beyond one process: static shards for any batch scheduler
-(``shards``, ``parts``, ``merge``) and Ray Data on a cluster (``ray_data``).
+"""Running ``segment``: the per-image stages and every way of driving them.
 
-Every path runs the per-image stages of ``vesselcli.stages`` through the helpers of
-``vesselcli.pipeline``; none has an implementation of its own. Nothing here is imported by
-the local path except the pure shard arithmetic, and Ray only by ``ray_data``.
+- ``config``: the frozen options the CLI builds; ``stages``: the per-image steps as plain
+  functions (read, prepare, finish, write); ``pipeline``: the local streaming run (reader
+  threads -> tiler + engine -> writer threads); ``report`` and ``runrecord``: results.csv and
+  run.json; ``ledger``: what an OUT already holds and what is left to do.
+- Beyond one process: static shards for any batch scheduler (``shards``, ``parts``,
+  ``merge``) and Ray Data on a cluster (``ray_data``).
+
+Every path runs the stages of ``stages`` through the helpers of ``pipeline``; none has an
+implementation of its own. Ray is imported only by ``ray_data``.
 """

@@ -7,7 +7,7 @@ already done (resume), the results file and, for a shard, its record in ``OUT/pa
         ...  # segment ledger.todo, append each ImageResult to ledger.writer, add it to ledger.report
 
 A whole run holds ``OUT/.vesselseg.lock`` exclusively and writes ``OUT/results.csv`` and
-``OUT/run.json`` (``vesselcli.runrecord``), with ``--keep-identifiers`` ``OUT/identifiers.csv``
+``OUT/run.json`` (``vesselcli.run.runrecord``), with ``--keep-identifiers`` ``OUT/identifiers.csv``
 too; shard I of N holds that lock shared and
 ``OUT/parts/.lock-I-of-N`` exclusively, and writes ``OUT/parts/results-I-of-N.csv`` and
 ``OUT/parts/run-I-of-N.json`` (the same record, with the shard's images; see
@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from ..config import SegmentConfig
-from ..discover import Item, OutputPaths, UnsafeNameError, linked_outputs
-from ..lock import OutputLock
-from ..report import IDENTIFIER_COLUMNS, Report, ResultsWriter, read_rows, rewrite_in_order
-from ..runrecord import SettingsMismatchError, check_settings, differences, new_record, now, write_run
+from .config import SegmentConfig
+from ..io.discover import Item, OutputPaths, UnsafeNameError, linked_outputs
+from ..io.lock import OutputLock
+from .report import IDENTIFIER_COLUMNS, Report, ResultsWriter, read_rows, rewrite_in_order
+from .runrecord import SettingsMismatchError, check_settings, differences, new_record, now, write_run
 from .parts import PartPaths, read_manifest, write_manifest
 
 

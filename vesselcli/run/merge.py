@@ -5,7 +5,7 @@ Checks before anything is written (each failure is one line naming the shard and
 - every shard record in ``OUT/parts`` has the same shard count N, and all N are there;
 - every shard is complete: it ended with a row for each image it listed, and no other rows;
 - no image twice: each image is listed by one shard only, the one its name hashes to;
-- the same run settings (``vesselcli.runrecord``: the model's SHA-256, threshold, scale,
+- the same run settings (``vesselcli.run.runrecord``: the model's SHA-256, threshold, scale,
   tiling, annotations, outputs ...; a model at another path with the same bytes is the same),
   ``--keep-identifiers`` among them: all shards kept the identifiers or none did;
 - with ``--keep-identifiers``, each shard's identifiers part is there and names only its own images.
@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..discover import OutputPaths
-from ..lock import OutputLock
-from ..report import IDENTIFIER_COLUMNS, CsvMismatchError, Report, read_rows, write_rows
-from ..runrecord import differences, now, write_run
+from ..io.discover import OutputPaths
+from ..io.lock import OutputLock
+from .report import IDENTIFIER_COLUMNS, CsvMismatchError, Report, read_rows, write_rows
+from .runrecord import differences, now, write_run
 from .ledger import remove_stale_temporaries
 from .parts import PartError, PartPaths, find_manifests, read_manifest
 from .shards import Shard, shard_of

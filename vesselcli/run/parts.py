@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..imageio import write_atomic
-from ..runrecord import NotAJsonObject, read_json_object
+from ..io.imageio import write_atomic
+from .runrecord import NotAJsonObject, read_json_object
 from .shards import Shard
 
 PARTS = "parts"

@@ -58,14 +58,14 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from ..config import SegmentConfig
-from ..discover import Item, OutputPaths
+from .config import SegmentConfig
+from ..io.discover import Item, OutputPaths
 from ..engines.base import Engine, ModelInfo
-from ..pipeline import (FatalWriteError, Plan, finish_one, identifier_cells, inference_error, load_one,
+from .pipeline import (FatalWriteError, Plan, finish_one, identifier_cells, inference_error, load_one,
                         look_first, one_line, predictor, record_identifiers, run_settings)
-from ..report import ImageResult, Report
-from ..stages import Job, Partners, error_result
-from ..tiling import TileSpec, stream_tiled
+from .report import ImageResult, Report
+from .stages import Job, Partners, error_result
+from ..imaging.tiling import TileSpec, stream_tiled
 from .ledger import Ledger, open_ledger
 
 # The unit Ray reruns when a worker is lost. 4 (one actor call) rather than 2: half the blocks

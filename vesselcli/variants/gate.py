@@ -2,7 +2,7 @@
 
     run_gate(fp32_onnx, variant_onnx, data_root, work)  -> record (dict; ``passed`` says it all)
 
-Both models segment the same images through the product's own pipeline (``vesselcli.pipeline``:
+Both models segment the same images through the product's own pipeline (``vesselcli.run.pipeline``:
 reading, FOV, scaling, tiling and blending, threshold, resizing back), with the datasets'
 FOV masks:
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..protocols import drive_test_set, is_chase_test
+from ..io.protocols import drive_test_set, is_chase_test
 
 #: Smallest mask Dice of any training image against the float32 model.
 MIN_DICE = 0.99
@@ -78,9 +78,9 @@ def drive_test(data: Path) -> ImageSet:
 
 def calibration_inputs(sets: list[ImageSet], pre, every: int = 4) -> list[np.ndarray]:  # noqa: ANN001
     """``(C, h, w) float32`` network inputs of every ``every``-th image of each set, at model scale."""
-    from ..imageio import read_image, read_mask
-    from ..pairing import pair_files
-    from ..preprocess import prepare
+    from ..io.imageio import read_image, read_mask
+    from ..io.pairing import pair_files
+    from ..imaging.preprocess import prepare
 
     inputs = []
     for image_set in sets:
@@ -95,8 +95,8 @@ def calibration_inputs(sets: list[ImageSet], pre, every: int = 4) -> list[np.nda
 
 def segment_set(model: Path, image_set: ImageSet, out: Path) -> dict[str, dict[str, str]]:
     """Run ``segment``'s pipeline with ``model`` on ``image_set`` into ``out``; rows by image name."""
-    from .. import pipeline
-    from ..config import SegmentConfig
+    from ..run import pipeline
+    from ..run.config import SegmentConfig
     from ..engines.onnxruntime import OnnxRuntimeEngine
 
     config = SegmentConfig(inputs=image_set.images, out=out, fov_dir=image_set.fov_dir, gt_dir=image_set.gt_dir,
@@ -120,7 +120,7 @@ def mask_dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def compare_masks(first: Path, second: Path, names: list[str]) -> list[float]:
     """Dice of ``first/masks/<key>.png`` against ``second/masks/<key>.png`` for each key."""
-    from ..imageio import read_mask
+    from ..io.imageio import read_mask
 
     return [mask_dice(read_mask(first / "masks" / f"{n}.png"), read_mask(second / "masks" / f"{n}.png")) for n in names]
 
@@ -147,7 +147,7 @@ def time_models(models: dict[str, Path], repeats: int = 7) -> dict[str, float]:
 
 
 def _keys(rows: dict[str, dict[str, str]]) -> list[str]:
-    # Output names are the image names without their extension (see vesselcli.discover).
+    # Output names are the image names without their extension (see vesselcli.io.discover).
     return [Path(name).with_suffix("").as_posix() for name in rows]
 
 

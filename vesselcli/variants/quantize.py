@@ -5,7 +5,7 @@
 - Weights: signed INT8, one scale per output channel (per-channel), symmetric.
 - Activations: unsigned INT8 with a zero point (U8S8, the form x86 VNNI instructions run),
   ranges from MinMax calibration over whole network inputs of training images at the
-  model's scale (``vesselcli.preprocess.prepare``, the inference path).
+  model's scale (``vesselcli.imaging.preprocess.prepare``, the inference path).
 - The first convolution stays float32: it sees the standardised image, whose tails carry the
   faint thin vessels, and it is under 1% of the arithmetic. Quantizing it too cost 0.0018 of
   mask Dice inside the FOV on the worst of every third DRIVE, CHASE_DB1 and HRF training image

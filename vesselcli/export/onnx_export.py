@@ -21,14 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, metrics
-from .engines.base import ModelInfo, sigmoid
-from .engines.errors import ModelError
-from .engines.metadata import info_from_checkpoint, info_to_metadata
-from .export_errors import ExportError, ParityError
-from .export_tensorrt import MIN_DICE as PLAN_MIN_DICE, Profile, build_plan, validate_plan
-from .config import DEFAULT_TILE_SIZE
-from .preprocess import Preprocessing, prepare
+from .. import __version__
+from ..analysis import metrics
+from ..engines.base import ModelInfo, sigmoid
+from ..engines.errors import ModelError
+from ..engines.metadata import info_from_checkpoint, info_to_metadata
+from .errors import ExportError, ParityError
+from .tensorrt_engine import MIN_DICE as PLAN_MIN_DICE, Profile, build_plan, validate_plan
+from ..run.config import DEFAULT_TILE_SIZE
+from ..imaging.preprocess import Preprocessing, prepare
 
 OPSET = 18
 #: Largest |logit| difference accepted between ONNX Runtime and PyTorch (both FP32). Measured
@@ -82,7 +83,7 @@ def export_onnx(checkpoint: Path, out: Path, *, opset: int = OPSET, tile: int = 
     import onnx
     import torch
 
-    from .checkpoint import load_model
+    from ..network.checkpoint import load_model
 
     if not Path(checkpoint).is_file():
         raise ModelError(f"checkpoint {checkpoint} does not exist")
@@ -112,7 +113,7 @@ def export_onnx(checkpoint: Path, out: Path, *, opset: int = OPSET, tile: int = 
     proto.producer_name = "vesselseg"
     proto.producer_version = __version__
     proto.doc_string = (
-        "Retinal vessel U-Net: input (N, C, H, W) float32 network input (vesselcli.preprocess.network_input), "
+        "Retinal vessel U-Net: input (N, C, H, W) float32 network input (vesselcli.imaging.preprocess.network_input), "
         "output (N, 1, H, W) float32 vessel logits; probability = sigmoid(logit), vessel where probability >= threshold."
     )
     try:
@@ -170,8 +171,8 @@ def drive_tiles(drive_root: Path, pre: Preprocessing, tile: int, images: int = 4
     when the image is barely larger than a tile), so they hold thick and thin vessels, the
     optic disc and the FOV border.
     """
-    from .imageio import read_image, read_mask
-    from .protocols import drive_test_set, fov_masks
+    from ..io.imageio import read_image, read_mask
+    from ..io.protocols import drive_test_set, fov_masks
 
     try:
         test = drive_test_set(Path(drive_root).parent)
@@ -203,8 +204,8 @@ def check_parity(
     checked too. Masks use the model's threshold on float32 sigmoids. Raises ``ParityError``
     naming every failing case.
     """
-    from .engines.onnxruntime import OnnxRuntimeEngine
-    from .engines.torch import TorchEngine
+    from ..engines.onnxruntime import OnnxRuntimeEngine
+    from ..engines.torch import TorchEngine
 
     ort_engine = OnnxRuntimeEngine(onnx_path, "cpu")
     torch_engine = TorchEngine(checkpoint, "cpu")
@@ -300,9 +301,9 @@ def _variant_step(config: ExportConfig, report: ExportReport, precision: str, sa
     """
     import tempfile
 
-    from .variants import gate as gates
-    from .variants.quantize import quantize_int8
-    from .variants.record import gate_path, variant_path, write_record
+    from ..variants import gate as gates
+    from ..variants.quantize import quantize_int8
+    from ..variants.record import gate_path, variant_path, write_record
 
     if precision != "int8":
         raise ExportError(f"unknown variant {precision!r}; vesselseg builds int8")
@@ -338,7 +339,7 @@ def _variant_step(config: ExportConfig, report: ExportReport, precision: str, sa
 
 
 def _remove_variant(path: Path | None) -> None:
-    from .variants.record import gate_path
+    from ..variants.record import gate_path
 
     if path is not None:
         path.unlink(missing_ok=True)
@@ -377,7 +378,7 @@ def _tensorrt_step(config: ExportConfig, report: ExportReport, tiles: np.ndarray
         import tensorrt  # noqa: F401
     except ImportError:
         return "skipped: the tensorrt package is not installed (on an NVIDIA GPU machine: pip install 'vesselseg[tensorrt]')"
-    from .engines.select import nvidia_gpu_present
+    from ..engines.select import nvidia_gpu_present
 
     if not nvidia_gpu_present():
         return "skipped: no NVIDIA GPU driver found on this machine"

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .preprocess import Preprocessing
+from ..imaging.preprocess import Preprocessing
 from .unet import UNet, UNetConfig
 
 FORMAT = "vesselseg-checkpoint/1"

@@ -28,7 +28,7 @@ and nowhere else; without it they are written nowhere.
 
 Resuming, locking, the results file (``results.csv``, or a shard's part) and the run's
 record (``OUT/run.json``: only a run with the recorded settings resumes, see
-``vesselcli.runrecord``) are the ledger's (``vesselcli.run.ledger``), shared with the shard
+``vesselcli.run.runrecord``) are the ledger's (``vesselcli.run.ledger``), shared with the shard
 and Ray paths; so are the per-image steps at the end of this module (``load_one``,
 ``finish_one``).
 """
@@ -46,18 +46,18 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .config import SegmentConfig
-from .discover import Item, OutputPaths, assign_names, discover, expand_dicom, walk_images
-from .engines.base import Engine, sigmoid
-from .imageio import IMAGE_EXTENSIONS
-from .io.dicom import DICOM_EXTENSIONS, IDENTIFIER_KEYWORDS
-from .pairing import pair_files
-from .preprocess import Preprocessing
+from ..io.discover import Item, OutputPaths, assign_names, discover, expand_dicom, walk_images
+from ..engines.base import Engine, sigmoid
+from ..io.imageio import IMAGE_EXTENSIONS
+from ..io.dicom import DICOM_EXTENSIONS, IDENTIFIER_KEYWORDS
+from ..io.pairing import pair_files
+from ..imaging.preprocess import Preprocessing
 from .report import IDENTIFIER_COLUMNS, ImageResult, Report, ResultsWriter
-from .run.ledger import open_ledger
-from .run.shards import shard_of
+from .ledger import open_ledger
+from .shards import shard_of
 from .runrecord import output_settings
 from .stages import Job, Partners, StageError, error_result, finish, load, rescale, write
-from .tiling import TileSpec, flip_averaged, sliding_window, stream_tiled
+from ..imaging.tiling import TileSpec, flip_averaged, sliding_window, stream_tiled
 
 #: errno values that no other image could escape either: the run stops (files written stay).
 FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT})

@@ -19,12 +19,12 @@ from typing import Callable
 
 import numpy as np
 
-from . import metrics
-from .config import DEFAULT_TILE_SIZE
-from .engines.base import sigmoid
-from .engines.metadata import info_from_metadata
-from .engines.tensorrt import TensorRTEngine, file_sha256, local_identity, plan_name, timing_cache_name, write_side
-from .export_errors import ExportError
+from ..analysis import metrics
+from ..run.config import DEFAULT_TILE_SIZE
+from ..engines.base import sigmoid
+from ..engines.metadata import info_from_metadata
+from ..engines.tensorrt import TensorRTEngine, file_sha256, local_identity, plan_name, timing_cache_name, write_side
+from .errors import ExportError
 
 MIN_DICE = 0.99
 WORKSPACE_BYTES = 4 << 30
@@ -125,7 +125,7 @@ def _keep_logits_fp32(trt, network, config) -> None:
 
 def validate_plan(plan: Path, onnx: Path, tiles: np.ndarray, min_dice: float = MIN_DICE) -> float:
     """Mask Dice of the plan against ONNX Runtime FP32 (CPU) on ``tiles`` ``(N, C, T, T) float32``."""
-    from .engines.onnxruntime import OnnxRuntimeEngine
+    from ..engines.onnxruntime import OnnxRuntimeEngine
 
     reference = OnnxRuntimeEngine(onnx, "cpu")
     engine = TensorRTEngine(plan)

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .imageio import IMAGE_EXTENSIONS, ImageReadError
-from .io.dicom import inspect as inspect_dicom
-from .io.dicom import is_dicom_name, looks_like_dicom
+from .dicom import inspect as inspect_dicom
+from .dicom import is_dicom_name, looks_like_dicom
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,10 @@
 The core of ``vesselseg score`` (the click layer is ``vesselcli.cli.score``):
 
 1. ``pair_folders`` pairs every prediction with its annotation (and FOV mask) by the one rule
-   of ``vesselcli.pairing``; what stays unpaired is listed, an ambiguous pairing is an error
+   of ``vesselcli.io.pairing``; what stays unpaired is listed, an ambiguous pairing is an error
    row, and nothing paired at all raises ``NothingPaired`` (a usage error).
 2. ``score_pair`` reads one pair and ``score_arrays`` computes its figures inside the FOV
-   (the whole image without one) with ``vesselcli.metrics``.
+   (the whole image without one) with ``vesselcli.analysis.metrics``.
 3. ``summarise`` gives the mean over scored pairs and the pooled figures (from summed counts).
 
 Predictions are binary masks or probability maps, told apart by the values present
@@ -26,9 +26,9 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from . import metrics
-from .analysis.morphology import mean_width, width_against
-from .imageio import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageReadError, binarise, read_grey, read_mask
-from .pairing import pair_files, pairing_key, stem_of
+from .morphology import mean_width, width_against
+from ..io.imageio import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageReadError, binarise, read_grey, read_mask
+from ..io.pairing import pair_files, pairing_key, stem_of
 
 #: Count-based figures, in CSV order (names shared with ``segment``'s results.csv).
 COUNT_METRICS = ("iou", "dice", "sensitivity", "specificity", "accuracy", "mcc")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from .imageio import write_atomic
+from ..io.imageio import write_atomic
 
 #: Which image: its name (path relative to its input root) and size after EXIF orientation.
 IMAGE_COLUMNS = ("image", "width", "height")

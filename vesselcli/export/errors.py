@@ -1,7 +1,7 @@
-"""What ``vesselcli.export`` (ONNX) and ``vesselcli.export_tensorrt`` both raise.
+"""What ``vesselcli.export.onnx_export`` (ONNX) and ``vesselcli.export.tensorrt_engine`` both raise.
 
 A module of its own so neither export stage imports the other to name its errors. Masks are
-compared with ``vesselcli.metrics`` (Dice of the two masks), the project's one metric code.
+compared with ``vesselcli.analysis.metrics`` (Dice of the two masks), the project's one metric code.
 """
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .imageio import DEFAULT_MAX_PIXELS
-from .run.shards import Shard
-from .tiling import TileSpec
+from ..io.imageio import DEFAULT_MAX_PIXELS
+from .shards import Shard
+from ..imaging.tiling import TileSpec
 
 #: Defaults measured on a 2-core CPU (see the README's speed section). At the model's scale
 #: DRIVE images are 565x584, CHASE_DB1 584x561 and DRIVE-512 567x567: a 592-pixel tile holds
@@ -18,7 +18,7 @@ from .tiling import TileSpec
 #: pixels and were slower. ``DEFAULT_TILE_SIZE`` is what exports and TensorRT's optimisation
 #: profile are tuned for.
 DEFAULT_TILE_SIZE = 592
-#: ``segment``'s tile side: the largest TensorRT's default profile takes (``export_tensorrt``,
+#: ``segment``'s tile side: the largest TensorRT's default profile takes (``export.tensorrt_engine``,
 #: tiles up to 1024). ONNX Runtime on the CPU costs the same per pixel from 544x544 to
 #: 1168x1632 (about 0.21 s per megapixel, INT8), so fewer, larger tiles only save the overlap:
 #: a 3504x2336 photograph under the calibre rule (a 1632x1168 FOV box) runs as 4 tiles of
@@ -40,7 +40,7 @@ class SegmentConfig:
     """Everything one ``segment`` run needs besides the engine.
 
     ``inputs``: files and folders; ``out``: the output folder. ``gt_dir`` / ``fov_dir``:
-    folders of annotations / FOV masks paired by ``vesselcli.pairing`` (``gt_pattern`` names
+    folders of annotations / FOV masks paired by ``vesselcli.io.pairing`` (``gt_pattern`` names
     the annotation of an image directly, e.g. ``{stem}_manual1``). ``threshold``: None means
     the model's own. ``workers``: reader threads and writer threads (each). ``batch_size``: tiles
     per engine call (None: see ``tile_spec``). ``max_pixels``:
@@ -49,7 +49,7 @@ class SegmentConfig:
     taken per image from a DICOM input's Pixel Spacing). ``dicom_seg``: also write a DICOM
     Segmentation per DICOM input; ``keep_identifiers``: also write the DICOM inputs' patient
     identifiers to ``identifiers.csv`` (otherwise none is written anywhere in OUT).
-    ``scale_rule``: "calibre" (the default, ``vesselcli.calibre``: the FOV rule's scale, but never
+    ``scale_rule``: "calibre" (the default, ``vesselcli.imaging.calibre``: the FOV rule's scale, but never
     shrink more than 2x, and rescale by the vessels' width where a first look finds them too
     wide) or "fov" (scale by the FOV diameter alone).
     ``shard``: do only the images of this shard (``vesselcli.run.shards``), recording them in
@@ -106,7 +106,7 @@ class SegmentConfig:
         size = -(-size // multiple) * multiple
         overlap = min(self.tile_overlap, size - 1)
         # An engine that takes any multiple of its size runs an image that fits one tile at its
-        # own size (see vesselcli.tiling); a fixed-size engine gets square tiles.
+        # own size (see vesselcli.imaging.tiling); a fixed-size engine gets square tiles.
         batch = self.batch_size
         if batch is None:
             batch = PARALLEL_BATCH_SIZE if parallel_calls > 1 else DEFAULT_BATCH_SIZE

@@ -23,9 +23,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import __version__
-from .imageio import write_atomic
-from .provenance import file_sha256
+from .. import __version__
+from ..io.imageio import write_atomic
+from ..provenance import file_sha256
 
 RUN_FILE = "run.json"
 

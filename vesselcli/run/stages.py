@@ -24,15 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import metrics
-from .analysis.morphology import morphology, width_against
-from .calibre import first_factor, next_factor
-from .discover import Item, LinkedOutputError, OutputPaths
-from .fov import detect_fov
-from .imageio import ImageReadError, encode_jpeg, encode_png, read_image, read_mask, write_atomic
-from .io.dicom import read_frame
-from .overlay import overlay
-from .preprocess import Preprocessing, fov_box, prepare_at, resize_image, scale_factor
+from ..analysis import metrics
+from ..analysis.morphology import morphology, width_against
+from ..imaging.calibre import first_factor, next_factor
+from ..io.discover import Item, LinkedOutputError, OutputPaths
+from ..imaging.fov import detect_fov
+from ..io.imageio import ImageReadError, encode_jpeg, encode_png, read_image, read_mask, write_atomic
+from ..io.dicom import read_frame
+from ..analysis.overlay import overlay
+from ..imaging.preprocess import Preprocessing, fov_box, prepare_at, resize_image, scale_factor
 from .report import GT_COLUMNS, ImageResult
 
 
@@ -258,7 +258,7 @@ def write(job: Job, mask: np.ndarray, paths: OutputPaths, overlays: bool, probab
         levels = probability_levels(job.probability, mask, job.fov, threshold)
         _write_inside(paths, paths.probability(key), encode_png(levels))
     if dicom_seg and job.item.frame is not None:
-        from .io.dicom_seg import segmentation_bytes
+        from ..io.dicom_seg import segmentation_bytes
 
         _write_inside(paths, paths.dicom_seg(key), segmentation_bytes(job.item.path, job.item.frame, mask))
 
