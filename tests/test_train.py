@@ -477,3 +477,16 @@ def test_ship_can_replace_the_threshold_and_records_where_it_came_from(tmp_path:
     assert load_model(out)[1]["threshold"] == 0.4
     with pytest.raises(SystemExit):
         ship([str(SHIPPED), "--out", str(out), "--threshold", "1.5"])
+
+
+def test_leave_out_drops_matching_training_images_and_refuses_a_pattern_that_matches_none() -> None:
+    from train.data import Sample, leave_out
+
+    blank = np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), bool), np.ones((4, 4), bool)
+    samples = [Sample(name, *blank) for name in ("HRF/01_h.jpg", "HRF/01_g.jpg", "HRF/01_dr.JPG", "DRIVE/21_training.tif")]
+    kept, left = leave_out(samples, ("HRF/*_g.*", "HRF/*_dr.*"))
+    assert [s.name for s in kept] == ["HRF/01_h.jpg", "DRIVE/21_training.tif"]
+    assert [s.name for s in left] == ["HRF/01_g.jpg", "HRF/01_dr.JPG"]
+    with pytest.raises(ValueError, match="matches no training image"):
+        leave_out(samples, ("HRF/*_glaucoma.*",))
+    assert parse_args(["--data", "d/HRF", "--leave-out", "HRF/*_g.*", "HRF/*_dr.*"]).leave_out == ("HRF/*_g.*", "HRF/*_dr.*")

@@ -35,7 +35,7 @@ from vesselcli.network.checkpoint import read_checkpoint, save_checkpoint
 from vesselcli.imaging.preprocess import Preprocessing
 from vesselcli.network.unet import UNet, UNetConfig, count_parameters
 
-from .data import PatchDataset, Sample, load_samples, repackage, split_validation
+from .data import PatchDataset, Sample, leave_out, load_samples, repackage, split_validation
 from .ema import WeightAverage
 from .loop import evaluate, train_one_epoch
 from .options import TrainConfig, parse_args
@@ -155,6 +155,12 @@ def build_data(cfg: TrainConfig, pre: Preprocessing, where: Distributed) -> Trai
     samples = load_samples([Path(d) for d in cfg.data])
     train_samples, val_samples = split_validation(samples, cfg.val_fraction, cfg.seed)
     description = [f"{Path(d).resolve().name}: {n} training / {m} validation images" for d, n, m in _split_counts(cfg.data, train_samples, val_samples)]
+    if cfg.leave_out:
+        try:
+            train_samples, left = leave_out(train_samples, cfg.leave_out)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
+        description.append(f"left out of training ({' '.join(cfg.leave_out)}): {len(left)} images, {', '.join(s.name for s in left)}")
     if cfg.repackage:  # the split is made first, so no image is on both sides in any form
         train_samples += [repackage(s, cfg.repackage) for s in train_samples]
         val_samples += [repackage(s, cfg.repackage) for s in val_samples]

@@ -15,6 +15,7 @@ Layouts understood by ``--data``:
 """
 from __future__ import annotations
 
+import fnmatch
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +136,19 @@ def split_validation(samples: list[Sample], fraction: float, seed: int) -> tuple
         val += [group[i] for i in order[:n_val]]
         train += [group[i] for i in order[n_val:]]
     return train, val
+
+
+def leave_out(samples: list[Sample], patterns: tuple[str, ...]) -> tuple[list[Sample], list[Sample]]:
+    """(kept, left out): samples whose name matches one of the shell ``patterns`` are left out.
+
+    ``ValueError`` naming the pattern when one matches no sample (a typo would otherwise
+    silently train on everything).
+    """
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(s.name, pattern) for s in samples):
+            raise ValueError(f"--leave-out {pattern!r} matches no training image (names look like {samples[0].name!r})")
+    out = [any(fnmatch.fnmatchcase(s.name, p) for p in patterns) for s in samples]
+    return [s for s, o in zip(samples, out) if not o], [s for s, o in zip(samples, out) if o]
 
 
 def camera_value(fov: np.ndarray, pre: Preprocessing, scale: float = 1.0) -> float:

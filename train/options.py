@@ -49,6 +49,9 @@ class TrainConfig:
     # Training images of the i-th --data root appear data_weights[i] times in each epoch's
     # patches (validation unchanged); empty: once each.
     data_weights: tuple[int, ...] = ()
+    # Training images whose name (root folder / file, e.g. "HRF/01_g.jpg") matches one of these
+    # shell patterns are left out of training; validation is split first and keeps its images.
+    leave_out: tuple[str, ...] = ()
     # Model
     base_channels: int = 16
     depth: int = 3
@@ -64,6 +67,7 @@ class TrainConfig:
         d["data"] = list(self.data)
         d["calibre_range"] = list(self.calibre_range)
         d["data_weights"] = list(self.data_weights)
+        d["leave_out"] = list(self.leave_out)
         return d
 
 
@@ -90,6 +94,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         if f.name == "data_weights":
             parser.add_argument(flag, type=int, nargs="+", metavar="W", default=None,
                                 help="one whole number per --data, in the same order (default: 1 each)")
+        elif f.name == "leave_out":
+            parser.add_argument(flag, nargs="+", metavar="GLOB", default=None,
+                                help="leave training images matching these patterns out of training, e.g. 'HRF/*_g.*' "
+                                     "(validation keeps its images)")
         elif isinstance(default, tuple):
             parser.add_argument(flag, type=float, nargs=2, metavar=("LO", "HI"), default=None, help="default: off")
         else:
@@ -110,6 +118,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     if values["calibre_range"] and not (len(values["calibre_range"]) == 2 and 0 < values["calibre_range"][0] < values["calibre_range"][1]):
         parser.error(f"calibre_range must be two widths in pixels, lo < hi (e.g. [1.0, 5.0]), got {list(values['calibre_range'])}")
     values["data_weights"] = tuple(int(v) for v in values["data_weights"] or ())
+    values["leave_out"] = tuple(str(v) for v in values["leave_out"] or ())
     if values["data_weights"] and (len(values["data_weights"]) != len(values["data"]) or min(values["data_weights"]) < 1):
         parser.error(f"data_weights needs one whole number >= 1 per --data ({len(values['data'])}), got "
                      f"{list(values['data_weights'])}")
