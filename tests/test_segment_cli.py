@@ -66,6 +66,8 @@ def test_golden_run_on_drive_images_meets_the_dice_floor(tmp_path: Path, drive_r
         assert 2.3 < float(row["gt_mean_width_px"]) < 3.2 and 0.9 < float(row["width_ratio"]) < 1.35
         assert float(row["width_ratio"]) == pytest.approx(float(row["mean_width_px"]) / float(row["gt_mean_width_px"]), rel=1e-5)
     assert "mean Dice" in result.output
+    ratios = [float(row["width_ratio"]) for row in table]
+    assert f"mean width vs annotation {sum(ratios) / len(ratios):.2f}x" in " ".join(result.output.split())
     assert "lowest Dice" in (tmp_path / "out" / "report.html").read_text()
 
 

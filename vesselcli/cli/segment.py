@@ -373,6 +373,8 @@ def print_summary(report: Report, with_truth: bool, seconds: float, where: list[
     if with_truth:
         table.add_row("mean IoU", _fmt(report.mean_iou))
         table.add_row("mean Dice", _fmt(report.mean_dice))
+        if report.mean_width_ratio is not None:
+            table.add_row("mean width vs annotation", f"{report.mean_width_ratio:.2f}x")
     processed = report.done + report.failed
     if processed and seconds > 0:
         table.add_row("speed", f"{processed / seconds:.2f} images/s ({seconds:.1f} s)")

@@ -151,14 +151,15 @@ def _differing_settings(parts: list[Part]) -> list[str]:
 
 
 def report_of(rows: list[dict[str, str]]) -> Report:
-    """The tally of a results file's rows (done, failed, mean density, IoU and Dice)."""
+    """The tally of a results file's rows (done, failed, mean density, IoU, Dice and width ratio)."""
     report = Report(total=len(rows))
     for row in rows:
         if row.get("status") != "ok":
             report.failed += 1
             continue
         report.done += 1
-        for column, values in (("vessel_density", report.densities), ("iou", report.ious), ("dice", report.dices)):
+        for column, values in (("vessel_density", report.densities), ("iou", report.ious), ("dice", report.dices),
+                               ("width_ratio", report.width_ratios)):
             text = row.get(column, "")
             if text and not math.isnan(float(text)):
                 values.append(float(text))

@@ -231,6 +231,7 @@ class Report:
     densities: list[float] = field(default_factory=list, repr=False)
     ious: list[float] = field(default_factory=list, repr=False)
     dices: list[float] = field(default_factory=list, repr=False)
+    width_ratios: list[float] = field(default_factory=list, repr=False)
 
     def add(self, result: ImageResult) -> None:
         if result.status == "ok":
@@ -240,6 +241,8 @@ class Report:
             if result.figures:
                 self.ious.append(result.figures["iou"])
                 self.dices.append(result.figures["dice"])
+                if result.figures.get("width_ratio") is not None:
+                    self.width_ratios.append(result.figures["width_ratio"])
         else:
             self.failed += 1
 
@@ -262,6 +265,10 @@ class Report:
     @property
     def mean_dice(self) -> float | None:
         return self._mean(self.dices)
+
+    @property
+    def mean_width_ratio(self) -> float | None:
+        return self._mean(self.width_ratios)
 
     @property
     def exit_code(self) -> int:
