@@ -158,3 +158,37 @@ def test_a_link_at_a_sub_folder_fails_that_image_and_one_at_a_file_is_replaced(t
     assert _listing(outside) == before
     mask = tmp_path / "out" / "masks" / "b.png"
     assert not mask.is_symlink() and mask.read_bytes().startswith(b"\x89PNG")  # the link replaced, not followed
+
+
+def test_a_run_started_before_the_width_columns_resumes_and_gains_them(tmp_path: Path, fake_engine: DarkIsVessel) -> None:
+    import numpy as np
+
+    from vesselcli.run.report import ADDED_COLUMNS
+
+    for name in ("a.png", "b.png"):
+        write_fundus(tmp_path / "in" / name)
+        write_mask(tmp_path / "gt" / name, np.zeros((96, 110), bool))
+    out = tmp_path / "out"
+    args = (tmp_path / "in", "--out", out, "--gt", tmp_path / "gt", "--tile-size", 128, "-q")
+    assert invoke(*args).exit_code == 0
+    # As the previous version left it: no width columns, and b.png not done yet.
+    with open(out / "results.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["image"] == "a.png"]
+    old = [c for c in COLUMNS if c not in ADDED_COLUMNS]
+    with open(out / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, old, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    calls = len(fake_engine.batches)
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert header(out) == COLUMNS
+    with open(out / "results.csv", newline="") as handle:
+        table = {r["image"]: r for r in csv.DictReader(handle)}
+    assert set(table) == {"a.png", "b.png"} and table["a.png"]["iou"] == rows[0]["iou"]  # a.png kept, not redone
+    assert table["a.png"]["width_ratio"] == "" and len(fake_engine.batches) > calls  # b.png run now
+    # Anything else missing is still refused.
+    with open(out / "results.csv", "w", newline="") as handle:
+        csv.writer(handle, lineterminator="\n").writerow([c for c in COLUMNS if c != "dice"])
+    refused = invoke(*args)
+    assert refused.exit_code == 2 and "it lacks dice" in " ".join(refused.output.split())

@@ -96,6 +96,12 @@ class ImageResult:
         return {name: cells[name] for name in COLUMNS}
 
 
+#: Columns added to results.csv since its schema was fixed (2026-12-06: the width against the
+#: annotation). A results file that lacks only these, in the same order otherwise, is an earlier
+#: version's: it is read (those cells empty), so a run it started resumes and merges.
+ADDED_COLUMNS = ("gt_mean_width_px", "width_ratio")
+
+
 class CsvMismatchError(ValueError):
     """An existing results.csv is not one this version writes (other columns, or not ours)."""
 
@@ -106,7 +112,8 @@ def read_rows(path: Path, expected: tuple[str, ...] = COLUMNS) -> list[dict[str,
     A last line without its newline (a write cut short by a crash) is ignored, so is any row
     with the wrong number of cells. ``CsvMismatchError`` when the header differs from
     ``expected`` (a results.csv of an older vesselseg, whose columns depended on ``--gt``)
-    or the file is not a results file at all (not UTF-8, no header line).
+    other than by lacking ``ADDED_COLUMNS``, or the file is not a results file at all (not
+    UTF-8, no header line).
     """
     try:
         data = Path(path).read_bytes()
@@ -133,6 +140,9 @@ def read_rows(path: Path, expected: tuple[str, ...] = COLUMNS) -> list[dict[str,
     if tuple(header) != expected:
         missing = [c for c in expected if c not in header]
         extra = [c for c in header if c not in expected]
+        if missing and not extra and set(missing) <= set(ADDED_COLUMNS) and [c for c in expected if c in header] == header:
+            # An earlier version's file: its rows, without the figures it did not measure.
+            return [dict(zip(header, cells)) for cells in reader if len(cells) == len(header)]
         what = "; ".join(part for part in (
             f"it lacks {','.join(missing)}" if missing else "",
             f"it has {','.join(extra)} besides" if extra else "",
