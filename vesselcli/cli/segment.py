@@ -24,7 +24,7 @@ import click
 
 from ..run import pipeline
 from ..run.config import (DEFAULT_BATCH_SIZE, DEFAULT_TILE_OVERLAP, DEFAULT_WORKERS, PARALLEL_BATCH_SIZE, SCALE_RULES,
-                      SEGMENT_TILE_SIZE, SegmentConfig)
+                          SEGMENT_TILE_SIZE, SegmentConfig)
 from ..io.discover import LinkedOutputError
 from ..engines.errors import ModelError
 from ..engines.select import ENGINES

@@ -62,7 +62,7 @@ from .config import SegmentConfig
 from ..io.discover import Item, OutputPaths
 from ..engines.base import Engine, ModelInfo
 from .pipeline import (FatalWriteError, Plan, finish_one, identifier_cells, inference_error, load_one,
-                        look_first, one_line, predictor, record_identifiers, run_settings)
+                       look_first, one_line, predictor, record_identifiers, run_settings)
 from .report import ImageResult, Report
 from .stages import Job, Partners, error_result
 from ..imaging.tiling import TileSpec, stream_tiled
