@@ -376,8 +376,17 @@ def test_a_stream_every_installed_decoder_refuses_is_not_called_a_missing_decode
 
     # JPEG Extended, 12-bit, whose scan header libjpeg rejects ("misplaced marker segment")
     # and Pillow cannot read: both decoders are installed, so no package would help.
+    from pydicom.pixels import pixel_array
+
+    path = pydicom_file("JPEG-lossy.dcm")
+    try:
+        pixel_array(str(path))
+    except Exception:  # noqa: BLE001 - what this test needs: every decoder refuses it
+        pass
+    else:
+        pytest.skip("the installed decoders now read JPEG-lossy.dcm; the refusal path needs another stream")
     with pytest.raises(ImageReadError) as caught:
-        read_frame(pydicom_file("JPEG-lossy.dcm"), 0, 10**6)
+        read_frame(path, 0, 10**6)
     assert "could not be decoded by any installed decoder" in str(caught.value)
     assert "pip install" not in str(caught.value)
     # The 12-bit JPEG Extended file next to it decodes, scaled by Bits Stored.
