@@ -252,7 +252,7 @@ def _import_ray():  # noqa: ANN202 - the ray module
     try:
         import ray
     except ImportError as exc:
-        raise RayError(f"--ray needs Ray Data ({exc}); install it with: pip install 'vesselseg[ray]'") from None
+        raise _without_ray_data(exc) from None
     return ray
 
 

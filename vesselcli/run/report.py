@@ -137,12 +137,12 @@ def read_rows(path: Path, expected: tuple[str, ...] = COLUMNS) -> list[dict[str,
     header = next(reader, None)
     if header is None:
         return []
-    if tuple(header) != expected:
-        missing = [c for c in expected if c not in header]
-        extra = [c for c in header if c not in expected]
-        if missing and not extra and set(missing) <= set(ADDED_COLUMNS) and [c for c in expected if c in header] == header:
-            # An earlier version's file: its rows, without the figures it did not measure.
-            return [dict(zip(header, cells)) for cells in reader if len(cells) == len(header)]
+    missing = [c for c in expected if c not in header]
+    extra = [c for c in header if c not in expected]
+    # An earlier version's file (it lacks only ADDED_COLUMNS) is read: its rows, without the
+    # figures it did not measure.
+    earlier = not extra and set(missing) <= set(ADDED_COLUMNS) and [c for c in expected if c in header] == header
+    if tuple(header) != expected and not earlier:
         what = "; ".join(part for part in (
             f"it lacks {','.join(missing)}" if missing else "",
             f"it has {','.join(extra)} besides" if extra else "",
