@@ -165,7 +165,7 @@ def run(args: argparse.Namespace, command: str) -> Results:
     limit = 1 if args.quick else None
     if "accuracy" not in args.skip:
         log("accuracy: vesselseg segment --gt on the public test sets")
-        results.accuracy, results.accuracy_commands = product_accuracy(args.data, args.scratch, args.model, limit, REPO, shown)
+        results.accuracy, results.accuracy_commands, results.accuracy_options = product_accuracy(args.data, args.scratch, args.model, limit, REPO, shown)
         results.observer = second_observer(args.data, limit)
     if "speed" not in args.skip:
         log(f"speed: {args.images} DRIVE images, {args.repeats} runs each")

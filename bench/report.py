@@ -61,6 +61,7 @@ class Results:
     quick: bool
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
     accuracy_commands: dict[str, str] = field(default_factory=dict)
+    accuracy_options: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # option -> set -> figures
     observer: dict[str, float] = field(default_factory=dict)
     speed: list[Measurement] = field(default_factory=list)  # headline, same DRIVE images
     counts: list[Measurement] = field(default_factory=list)
@@ -99,6 +100,30 @@ def _machine_line(machine: dict[str, object]) -> str:
     )
 
 
+def _with_interval(a: dict[str, float], name: str, bold: bool = False) -> str:
+    """``0.8215 [0.8155, 0.8287]``: the mean and its 95% interval, where measured."""
+    if name not in a:
+        return ""
+    mean = f"**{a[name]:.4f}**" if bold else f"{a[name]:.4f}"
+    return f"{mean} [{a[name + '_lo']:.4f}, {a[name + '_hi']:.4f}]" if name + "_lo" in a else mean
+
+
+def _gain(a: dict[str, float], name: str) -> str:
+    return (f"{a[name + '_gain']:+.4f} [{a[name + '_gain_lo']:+.4f}, {a[name + '_gain_hi']:+.4f}], "
+            f"higher on {int(a[name + '_better'])} of {int(a['images'])} images")
+
+
+def _accuracy_rows(method: str, name: str, a: dict[str, float], bold: bool) -> list[str]:
+    where = f"inside {'detected ' if 'iou_whole_image' in a else ''}FOV"
+    rows = [
+        f"| {method} | {name} ({int(a['images'])} images, {where}) | {_with_interval(a, 'f1', bold)} | {_with_interval(a, 'iou')} | "
+        f"{_f(a.get('auc'))} | {_f(a.get('se'))} | {_f(a.get('sp'))} | {_f(a.get('acc'))} | measured here |"
+    ]
+    if "iou_whole_image" in a:
+        rows.append(f"| {method} | {name} (whole image, report's protocol) |  | {_with_interval(a, 'iou_whole_image', bold)} |  |  |  |  | measured here |")
+    return rows
+
+
 def accuracy_section(r: Results) -> list[str]:
     if not r.accuracy and not r.observer:
         return []
@@ -107,7 +132,8 @@ def accuracy_section(r: Results) -> list[str]:
         "",
         "Measured by running the product (`vesselseg segment` with `--gt`, default options, the shipped model): "
         "per-image figures from its `results.csv`, averaged over the images, inside the field of view "
-        "(the datasets' FOV masks). DRIVE-512 is not a third test set: it is the same 20 DRIVE test photographs "
+        "(the datasets' FOV masks); F1 and IoU with their 95% bootstrap interval over images (2,000 draws, "
+        "`vesselcli.analysis.metrics.bootstrap_interval`). DRIVE-512 is not a third test set: it is the same 20 DRIVE test photographs "
         "(and annotations) squashed to 512x512, the re-packaging the report was measured on. It has no FOV masks: "
         "inside the detected FOV, and over the whole 512x512 image as the report measured it (IoU of the written "
         "masks, `vesselcli.analysis.metrics`).",
@@ -116,12 +142,10 @@ def accuracy_section(r: Results) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, a in r.accuracy.items():
-        lines.append(
-            f"| **vesselseg (ours)** | {name} ({int(a['images'])} images, inside {'detected ' if 'iou_whole_image' in a else ''}FOV) | **{_f(a.get('f1'))}** | {_f(a.get('iou'))} | "
-            f"{_f(a.get('auc'))} | {_f(a.get('se'))} | {_f(a.get('sp'))} | {_f(a.get('acc'))} | measured here |"
-        )
-        if "iou_whole_image" in a:
-            lines.append(f"| **vesselseg (ours)** | {name} (whole image, report's protocol) |  | **{_f(a['iou_whole_image'])}** |  |  |  |  | measured here |")
+        lines += _accuracy_rows("**vesselseg (ours)**", name, a, bold=True)
+    for option, sets in r.accuracy_options.items():
+        for name, a in sets.items():
+            lines += _accuracy_rows(f"vesselseg (ours), `{option}`", name, a, bold=False)
     if r.observer:
         o = r.observer
         lines.append(
@@ -142,10 +166,19 @@ def accuracy_section(r: Results) -> list[str]:
                 f"| {p['method']} | {data} test | {f1} |  | {_f(fig.get('auc'))} |  |  | {_f(fig.get('acc'))} | "
                 f"*published, not measured here*: {p['source']} |"
             )
+    for option, sets in r.accuracy_options.items():
+        lines += ["", f"`{option}` against the default options, the same images, image by image (the mean difference, its 95% bootstrap interval):", ""]
+        for name, a in sets.items():
+            gains = [f"F1 {_gain(a, 'f1')}"] if "f1_gain" in a else []
+            if "iou_whole_image_gain" in a:
+                gains.append(f"whole-image IoU {_gain(a, 'iou_whole_image')}")
+            lines.append(f"- {name}: " + "; ".join(gains) + ".")
     lines += [
         "",
         "Published figures come from other protocols (often pooled over all test pixels, their own FOV and "
-        "threshold choices) and are given for orientation only. Commands:",
+        "threshold choices) and are given for orientation only. Commands"
+        + (f" (the option rows add {', '.join(f'`{o}`' for o in r.accuracy_options)})" if r.accuracy_options else "")
+        + ":",
         "",
     ]
     lines += [f"- {name}: `{cmd}`" for name, cmd in r.accuracy_commands.items()]
@@ -384,10 +417,10 @@ def headline(r: Results) -> list[str]:
     drive = r.accuracy.get("DRIVE test")
     d512 = r.accuracy.get("DRIVE-512 test")
     if drive:
-        lines.append(f"- DRIVE test F1 inside the FOV **{drive['f1']:.4f}** (second human observer: {r.observer.get('f1', float('nan')):.4f}).")
+        lines.append(f"- DRIVE test F1 inside the FOV {_with_interval(drive, 'f1', bold=True)} (second human observer: {r.observer.get('f1', float('nan')):.4f}).")
     if d512 and "iou_whole_image" in d512:
         lines.append(
-            f"- DRIVE-512 (the DRIVE test photographs squashed to 512x512) whole-image IoU **{d512['iou_whole_image']:.4f}** "
+            f"- DRIVE-512 (the DRIVE test photographs squashed to 512x512) whole-image IoU {_with_interval(d512, 'iou_whole_image', bold=True)} "
             f"against the report's {REPORT_FIGURES['test_iou']}."
         )
     return ["## Headline", "", *lines, ""] if lines else []
@@ -444,6 +477,11 @@ def csv_rows(r: Results) -> list[list[object]]:
         for metric, value in a.items():
             if metric not in ("images", "seconds"):
                 rows.append(["accuracy", "vesselseg", name, metric, value, ""])
+    for option, sets in r.accuracy_options.items():
+        for name, a in sets.items():
+            for metric, value in a.items():
+                if metric not in ("images", "seconds"):
+                    rows.append(["accuracy", f"vesselseg {option}", name, metric, value, ""])
     for metric, value in r.observer.items():
         if metric != "images":
             rows.append(["accuracy", "second observer", "DRIVE test", metric, value, ""])

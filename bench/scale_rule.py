@@ -2,6 +2,7 @@
 
     python -m bench.scale_rule --data ../shared/data --copies 5 --repeats 3
     python -m bench.scale_rule --source before=../main --source after=.   # two checkouts side by side
+    python -m bench.scale_rule --rules calibre --variant plain= --variant tta=--tta   # two option sets
 
 Sizes and sources (training images: only their pixels matter here): 565x584 DRIVE
 ``21_training.tif``, 999x960 CHASE_DB1 ``Image_01L.jpg``, 3504x2336 HRF ``01_h.jpg``. Each
@@ -14,14 +15,17 @@ runs as a fresh ``segment`` process (default options, overlays included unless
 - ``cpu``: (CPU seconds, user + system, of N - those of 1) / (N - 1): the work, which other
   programs on a shared machine do not inflate as much as they inflate wall time.
 
-Medians of ``--repeats``; the runs of every source and rule are interleaved within a repeat,
-so a change of load touches them alike. ``--source NAME=DIR`` (repeatable) runs the package
-found in DIR (its ``PYTHONPATH``), e.g. a checkout of the code before a change.
+Medians of ``--repeats``; the runs of every source, rule and variant are interleaved within a
+repeat, so a change of load touches them alike. ``--source NAME=DIR`` (repeatable) runs the
+package found in DIR (its ``PYTHONPATH``), e.g. a checkout of the code before a change;
+``--variant NAME=OPTIONS`` (repeatable) adds ``segment`` options, split at spaces, e.g.
+``tta=--tta`` (``plain=`` for none).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import os
 import resource
 import shutil
@@ -45,10 +49,11 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed(folder: Path, rule: str, code: Path, overlays: bool, out: Path) -> tuple[float, float, list[float]]:
-    """(wall s, CPU s, the seconds column) of one ``segment`` run of ``folder`` with the package in ``code``."""
+def timed(folder: Path, rule: str, code: Path, overlays: bool, out: Path, options: tuple[str, ...] = ()) -> tuple[float, float, list[float]]:
+    """(wall s, CPU s, the seconds column) of one ``segment`` run of ``folder`` with the package
+    in ``code`` and the extra ``options``."""
     shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, "-m", "vesselcli", "segment", str(folder), "--out", str(out), "-q", "--scale-rule", rule]
+    command = [sys.executable, "-m", "vesselcli", "segment", str(folder), "--out", str(out), "-q", "--scale-rule", rule, *options]
     if not overlays:
         command.append("--no-overlays")
     # Run from inside the checkout too: ``python -m`` puts the working directory before PYTHONPATH.
@@ -70,13 +75,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", default=list(SOURCES), choices=list(SOURCES))
     parser.add_argument("--source", action="append", default=[], metavar="NAME=DIR",
                         help="a checkout whose vesselcli to run (repeatable); default: this one")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=OPTIONS",
+                        help="segment options to time, split at spaces (repeatable), e.g. tta=--tta; default: none")
     parser.add_argument("--no-overlays", action="store_true", help="time segment --no-overlays")
     args = parser.parse_args(argv)
     if args.copies < 2:
         parser.error("--copies must be at least 2 (the per-image time is the difference from 1 copy)")
     sources = dict(s.split("=", 1) for s in args.source) if args.source else {"this": "."}
+    variants = {name: tuple(words.split()) for name, words in (v.split("=", 1) for v in args.variant)} or {"": ()}
+    if len(sources) > 1 and len(variants) > 1:
+        parser.error("compare either sources or variants in one run, not both")
     load_before = os.getloadavg()[0]
-    print(f"{'size':10s} {'rule':8s} {'source':8s} {'ms/image':>9s} {'latency':>9s} {'cpu ms':>8s}", flush=True)
+    column = "variant" if len(variants) > 1 else "source"
+    print(f"{'size':10s} {'rule':8s} {column:8s} {'ms/image':>9s} {'latency':>9s} {'cpu ms':>8s}", flush=True)
     with tempfile.TemporaryDirectory(prefix="vesselseg-scale-") as tmp:
         scratch = Path(tmp)
         for size in args.sizes:
@@ -89,10 +100,11 @@ def main(argv: list[str] | None = None) -> int:
             runs: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
             for _ in range(args.repeats):
                 for rule in args.rules:
-                    for name, code in sources.items():
-                        wall_1, cpu_1, seconds_1 = timed(one, rule, Path(code), not args.no_overlays, scratch / "out")
-                        wall_n, cpu_n, _ = timed(many, rule, Path(code), not args.no_overlays, scratch / "out")
+                    for (source, code), (variant, options) in itertools.product(sources.items(), variants.items()):
+                        wall_1, cpu_1, seconds_1 = timed(one, rule, Path(code), not args.no_overlays, scratch / "out", options)
+                        wall_n, cpu_n, _ = timed(many, rule, Path(code), not args.no_overlays, scratch / "out", options)
                         n = args.copies - 1
+                        name = variant if column == "variant" else source
                         runs.setdefault((rule, name), []).append(((wall_n - wall_1) / n, seconds_1[0], (cpu_n - cpu_1) / n))
             for (rule, name), values in runs.items():
                 per_image, latency, cpu = (1000 * statistics.median(v) for v in zip(*values))

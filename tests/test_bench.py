@@ -103,6 +103,9 @@ def test_quick_bench_writes_a_well_formed_report(drive_root: Path, tmp_path: Pat
         assert speed[(subject, "images_per_s")] > 0 and speed[(subject, "peak_rss")] > 10
     f1 = [float(r["value"]) for r in rows if r["section"] == "accuracy" and r["subject"] == "vesselseg" and r["condition"] == "DRIVE test" and r["metric"] == "f1"]
     assert len(f1) == 1 and 0.5 < f1[0] <= 1.0
+    tta = {r["metric"]: float(r["value"]) for r in rows if r["section"] == "accuracy" and r["subject"] == "vesselseg --tta" and r["condition"] == "DRIVE test"}
+    assert 0.5 < tta["f1"] <= 1.0 and tta["f1_lo"] <= tta["f1"] <= tta["f1_hi"] and tta["f1_gain_lo"] <= tta["f1_gain"] <= tta["f1_gain_hi"]
+    assert "| vesselseg (ours), `--tta` |" in text
     analysis = {(r["subject"], r["metric"]): float(r["value"]) for r in rows if r["section"] == "analysis"}
     assert 0 < analysis[("morphology", "ms_per_image")] and 0 < analysis[("morphology", "share_of_image_time")] < 1
     assert 0 < analysis[("report.html", "size")] < 5  # MB
@@ -152,6 +155,42 @@ _MACHINE = {
     "date_utc": "2026-01-01 00:00 UTC", "cpu": "test CPU", "cores": 2, "memory_gib": 8.0, "os": "Linux", "commit": "abc",
     "python": "3.11", "torch": "2", "onnxruntime": "1", "numpy": "2", "opencv-python-headless": "4", "pillow": "10",
 }
+
+
+def test_an_option_run_is_compared_with_the_default_image_by_image() -> None:
+    from bench.accuracy import paired_gain, summarise
+
+    base = {f"{i:02d}.png": {"f1": 0.80 + 0.01 * i, "iou": 0.70, "auc": 0.98} for i in range(10)}
+    # The option raises F1 by 0.002 on every image but one, which it lowers by 0.001.
+    other = {k: {**v, "f1": v["f1"] + (0.002 if k != "03.png" else -0.001)} for k, v in base.items()}
+    other["extra.png"] = {"f1": 0.1, "iou": 0.1}  # an image only one run has is not paired
+    figures = summarise(base)
+    assert figures["images"] == 10 and figures["f1"] == pytest.approx(0.845)
+    # The spread of the images' F1 (0.80-0.89) shows in the interval; a constant figure has none.
+    assert figures["f1_lo"] < 0.845 < figures["f1_hi"] and figures["f1_hi"] - figures["f1_lo"] > 0.02
+    assert figures["iou_lo"] == pytest.approx(0.70) and figures["iou_hi"] == pytest.approx(0.70)
+    assert "auc_lo" not in figures  # intervals only for INTERVAL_FIGURES
+    gain = paired_gain(base, other)
+    assert gain["f1_gain"] == pytest.approx((9 * 0.002 - 0.001) / 10)
+    assert gain["f1_better"] == 9
+    # Paired: the image-to-image spread of F1 cancels, so the gain's interval is narrow and above 0.
+    assert 0 < gain["f1_gain_lo"] < gain["f1_gain"] < gain["f1_gain_hi"] < 0.0025
+    assert gain["iou_gain"] == 0 and gain["iou_better"] == 0 and "iou_whole_image_gain" not in gain
+
+
+def test_accuracy_section_gives_intervals_and_the_option_rows() -> None:
+    results = Results(command="python -m bench", machine=_MACHINE, quick=False)
+    results.accuracy = {"DRIVE test": {"images": 20.0, "f1": 0.8215, "f1_lo": 0.8155, "f1_hi": 0.8287, "iou": 0.6974,
+                                       "iou_lo": 0.6884, "iou_hi": 0.7078, "auc": 0.9792}}
+    results.accuracy_options = {"--tta": {"DRIVE test": {
+        "images": 20.0, "f1": 0.8231, "f1_lo": 0.8166, "f1_hi": 0.8304, "iou": 0.6996, "iou_lo": 0.69, "iou_hi": 0.71,
+        "f1_gain": 0.0015, "f1_gain_lo": 0.0010, "f1_gain_hi": 0.0020, "f1_better": 18.0}}}
+    results.accuracy_commands = {"DRIVE test": "vesselseg segment X --out OUT --gt Y"}
+    text = render(results, None)
+    assert "| **vesselseg (ours)** | DRIVE test (20 images, inside FOV) | **0.8215** [0.8155, 0.8287] | 0.6974 [0.6884, 0.7078] |" in text
+    assert "| vesselseg (ours), `--tta` | DRIVE test (20 images, inside FOV) | 0.8231 [0.8166, 0.8304] |" in text
+    assert "- DRIVE test: F1 +0.0015 [+0.0010, +0.0020], higher on 18 of 20 images." in text
+    assert "DRIVE test F1 inside the FOV **0.8215** [0.8155, 0.8287]" in text  # the headline too
 
 
 def test_scaleout_section_states_the_ray_ratio_and_the_million_image_plan() -> None:

@@ -440,7 +440,7 @@ def test_data_weights_repeat_one_root_training_images_only_and_are_checked() -> 
 
 
 def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_images() -> None:
-    from train.evaluate import bootstrap_interval
+    from vesselcli.analysis.metrics import bootstrap_interval
 
     rng = np.random.default_rng(0)
     few, many = rng.normal(0.8, 0.05, 8), rng.normal(0.8, 0.05, 200)

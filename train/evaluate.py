@@ -52,17 +52,8 @@ def score_set(model: torch.nn.Module, pre, threshold: float, triples, whole_imag
         c = metrics.confusion(pred, truth, region)
         rows.append({**metrics.summary(c), "auc": metrics.roc_auc(np.where(fov, prob, 0.0), truth, region)})
     means = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-    intervals = {k: bootstrap_interval([r[k] for r in rows]) for k in ("dice", "iou")}
+    intervals = {k: metrics.bootstrap_interval([r[k] for r in rows]) for k in ("dice", "iou")}
     return means | {"images": len(rows), "interval95": intervals}
-
-
-def bootstrap_interval(values, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile bootstrap interval of the mean over images: ``draws`` resamples of the
-    images with replacement (seeded, so a rerun prints the same interval)."""
-    v = np.asarray(values, dtype=np.float64)
-    picks = np.random.default_rng(seed).integers(0, v.size, size=(draws, v.size))
-    means = v[picks].mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def interval_line(r: dict) -> str:
