@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from vesselcli.analysis import metrics
-from vesselcli.analysis.morphology import mean_width
+from vesselcli.analysis.morphology import mean_width, width_ratio
 from vesselcli.imaging.calibre import edge_width, first_factor, next_factor
 from vesselcli.network.checkpoint import load_model, preprocessing_of
 from vesselcli.imaging.fov import detect_fov, fov_diameter
@@ -121,9 +121,8 @@ def f1_at(sample: Sample, prob: np.ndarray, threshold: float) -> float:
 
 def score(sample: Sample, prob: np.ndarray, threshold: float, truth_width: float) -> dict:
     mask, c = _thresholded(sample, prob, threshold)
-    width = mean_width(mask, sample.fov)
-    ratio = width / truth_width if width and truth_width else float("nan")
-    return {"f1": metrics.dice(c), "se": metrics.summary(c)["sensitivity"], "width_ratio": ratio}
+    ratio = width_ratio(mean_width(mask, sample.fov), truth_width)
+    return {"f1": metrics.dice(c), "se": metrics.summary(c)["sensitivity"], "width_ratio": float("nan") if ratio is None else ratio}
 
 
 def print_reference(model: torch.nn.Module, cases: list[Case], pre: Preprocessing, threshold: float) -> int:

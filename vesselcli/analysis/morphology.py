@@ -212,7 +212,12 @@ def width_against(width: float | None, truth: np.ndarray, fov: np.ndarray) -> di
     ``gt_mean_width_px`` (the annotation's) and ``width_ratio`` (mask / annotation: 1.0 as wide
     as drawn, above it thicker); None where either has no vessel."""
     theirs = mean_width(truth, fov)
-    return {"gt_mean_width_px": theirs, "width_ratio": width / theirs if width is not None and theirs else None}
+    return {"gt_mean_width_px": theirs, "width_ratio": width_ratio(width, theirs)}
+
+
+def width_ratio(width: float | None, truth_width: float | None) -> float | None:
+    """Mask width / annotation width (both ``mean_width``); None where either has no vessel."""
+    return width / truth_width if width and truth_width else None
 
 
 def morphology(mask: np.ndarray, fov: np.ndarray, pixel_size_um: float | None = None) -> dict[str, float | None]:

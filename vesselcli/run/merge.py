@@ -19,7 +19,6 @@ killed shards left.
 """
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
@@ -154,15 +153,8 @@ def report_of(rows: list[dict[str, str]]) -> Report:
     """The tally of a results file's rows (done, failed, mean density, IoU, Dice and width ratio)."""
     report = Report(total=len(rows))
     for row in rows:
-        if row.get("status") != "ok":
-            report.failed += 1
-            continue
-        report.done += 1
-        for column, values in (("vessel_density", report.densities), ("iou", report.ious), ("dice", report.dices),
-                               ("width_ratio", report.width_ratios)):
-            text = row.get(column, "")
-            if text and not math.isnan(float(text)):
-                values.append(float(text))
+        report.count(row.get("status") == "ok", *(float(row[c]) if row.get(c) else None
+                                                    for c in ("vessel_density", "iou", "dice", "width_ratio")))
     return report
 
 

@@ -244,17 +244,21 @@ class Report:
     width_ratios: list[float] = field(default_factory=list, repr=False)
 
     def add(self, result: ImageResult) -> None:
-        if result.status == "ok":
-            self.done += 1
-            if result.vessel_density is not None:
-                self.densities.append(result.vessel_density)
-            if result.figures:
-                self.ious.append(result.figures["iou"])
-                self.dices.append(result.figures["dice"])
-                if result.figures.get("width_ratio") is not None:
-                    self.width_ratios.append(result.figures["width_ratio"])
-        else:
+        figures = result.figures or {}
+        self.count(result.status == "ok", result.vessel_density, figures.get("iou"), figures.get("dice"), figures.get("width_ratio"))
+
+    def count(self, ok: bool, density: float | None = None, iou: float | None = None, dice: float | None = None,
+              width_ratio: float | None = None) -> None:
+        """The one tally rule (a run's results as they come, or a results file's rows when
+        merging): a failed image counts as failed; an ``ok`` one as done, and each of its
+        figures that it has (not None, not NaN) joins its mean."""
+        if not ok:
             self.failed += 1
+            return
+        self.done += 1
+        for values, value in ((self.densities, density), (self.ious, iou), (self.dices, dice), (self.width_ratios, width_ratio)):
+            if value is not None and not math.isnan(value):
+                values.append(value)
 
     @property
     def remaining(self) -> int:
