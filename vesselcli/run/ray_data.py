@@ -52,6 +52,7 @@ import os
 import pickle
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -78,7 +79,8 @@ WORKER_LOSSES = 3
 #: Ray's retry bounds for that (``map_batches`` passes them to ``ray.remote``; Ray Data's defaults
 #: are -1, for ever); actors still restart without bound, as other batches need them. Ray 2.60
 #: names no ``map_batches`` parameter for them, so they go as ``**ray_remote_args``, which it
-#: deprecates (a ``RayDeprecationWarning``, hidden outside ``__main__`` and tests) for removal in 2.64.
+#: deprecates for removal in 2.64 (a ``RayDeprecationWarning`` that Ray shows once per module;
+#: ``_dataset`` silences that one message, which says nothing a user can act on).
 _ACTOR_RETRIES = {"max_restarts": -1, "max_task_retries": WORKER_LOSSES - 1}
 _TASK_RETRIES = {"max_retries": WORKER_LOSSES - 1}
 
@@ -410,6 +412,7 @@ def shutdown(ray) -> None:  # noqa: ANN001 - the ray module
 
 def _dataset(ray, config, partners, info, options, todo):  # noqa: ANN001, ANN202 - ray objects
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # its execution plan lines; the CLI reports
+    warnings.filterwarnings("ignore", message=r"`ray_remote_args` is deprecated", category=DeprecationWarning)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the CLI shows its own
     context.max_errored_blocks = -1  # a batch that fails for good becomes error rows, not a failed run
@@ -420,7 +423,9 @@ def _dataset(ray, config, partners, info, options, todo):  # noqa: ANN001, ANN20
     rows = [{"payload": pickle.dumps((item, partners.get(item.path, Partners())))} for item in todo]
     blocks = max(1, math.ceil(len(rows) / IMAGES_PER_BLOCK))
     items = ray.data.from_items(rows, override_num_blocks=blocks)
-    pool = ray.data.ActorPoolStrategy(size=plan.actors)
+    # No more engine actors than blocks: an actor with no block to take would only load a model
+    # (and Ray Data warns that the pool cannot be kept busy).
+    pool = ray.data.ActorPoolStrategy(size=min(plan.actors, blocks))
     engine_args = {"options": options, "tta": config.tta, "spec": spec, "threshold": threshold, "threads": plan.threads}
     if plan.fused:
         return items.map_batches(SegmentOnCpu, fn_constructor_kwargs={**engine_args, "config": config, "info": info},
