@@ -33,6 +33,7 @@ import os
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Iterator
 
 from .imageio import IMAGE_EXTENSIONS, ImageReadError
 from .dicom import inspect as inspect_dicom
@@ -302,9 +303,7 @@ class OutputPaths:
         ``path`` is one of this object's output paths. A folder that exists as a file is left
         for the write to fail on (an ``OSError`` naming it).
         """
-        folder = self.out
-        for part in path.parent.relative_to(self.out).parts:
-            folder = folder / part
+        for folder in self._folders_to(path):
             try:
                 os.mkdir(folder)
             except FileExistsError:
@@ -314,12 +313,14 @@ class OutputPaths:
     def through_link(self, path: Path) -> bool:
         """True when a folder between OUT and ``path`` (one of this object's output paths) is a
         symbolic link, so that touching ``path`` would reach outside OUT."""
+        return any(os.path.islink(folder) for folder in self._folders_to(path))
+
+    def _folders_to(self, path: Path) -> Iterator[Path]:
+        """The folders from OUT's first subfolder down to ``path``'s folder, in that order."""
         folder = self.out
         for part in path.parent.relative_to(self.out).parts:
             folder = folder / part
-            if os.path.islink(folder):
-                return True
-        return False
+            yield folder
 
     def mask(self, key: str) -> Path:
         return self._under("masks", key, ".png")

@@ -190,8 +190,7 @@ class ResultsWriter:
     def __init__(self, path: Path, kept: list[dict[str, str]], header: tuple[str, ...] = COLUMNS) -> None:
         self.path = path
         self.header = header
-        text = _line(list(header)) + "".join(_line([row.get(c, "") for c in header]) for row in kept)
-        write_atomic(path, text.encode("utf-8", "backslashreplace"))
+        write_rows(path, kept, header)
         self._lock = threading.Lock()
         # Unbuffered: a write that fails (a full disk) leaves nothing behind in a buffer for a
         # later flush or ``close`` to retry, and its partial line can be taken back at once.
